@@ -1,0 +1,645 @@
+#include "config/config_int.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+
+#define WSG_VERSION "0.1.0"
+#define DEFAULT_ENV_FILE ".env.gateway"
+#define ENV_FILE_VAR "WSGATE_ENV_FILE"
+
+/* Where a value came from: a higher source replaces a lower one. */
+typedef enum source {
+    SRC_DEFAULT = 0,
+    SRC_FILE = 1,
+    SRC_ENV = 2,
+    SRC_FLAG = 3,
+} source;
+
+typedef struct loader {
+    wsg_config *cfg;
+    source set_by[64];
+    char *err;
+    size_t errlen;
+} loader;
+
+static const char *const seed_example_keys[] = {
+    "your_secret_key_here",
+    "your_secret_key",
+    "change-this-secret-key",
+    "AbCd1234EfGh5678IjKl9012MnOp3456",
+};
+
+static void *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (d == NULL) {
+        fputs("wsgate: out of memory while reading the configuration\n", stderr);
+        abort();
+    }
+    return d;
+}
+
+static void fail(loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail(loader *ld, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ld->err, ld->errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int parse_uint(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Splits "123unit" into a number and its unit; the unit may be empty. */
+static int split_number(const char *s, uint64_t *num, const char **unit)
+{
+    char *end;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    while (*end == ' ')
+        end++;
+    *num = v;
+    *unit = end;
+    return 0;
+}
+
+static int scale(uint64_t num, uint64_t mult, uint64_t *out)
+{
+    if (mult && num > UINT64_MAX / mult)
+        return -1;
+    *out = num * mult;
+    return 0;
+}
+
+int wsg_config_parse_duration(const char *s, uint64_t *ms)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    uint64_t num;
+    const char *unit;
+    if (split_number(s, &num, &unit) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(unit, units[i].unit) == 0)
+            return scale(num, units[i].mult, ms);
+    }
+    return -1;
+}
+
+int wsg_config_parse_size(const char *s, uint64_t *bytes)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {
+        {"", 1},          {"b", 1},           {"k", 1ULL << 10},  {"kb", 1ULL << 10},
+        {"kib", 1ULL << 10}, {"m", 1ULL << 20}, {"mb", 1ULL << 20}, {"mib", 1ULL << 20},
+        {"g", 1ULL << 30}, {"gb", 1ULL << 30}, {"gib", 1ULL << 30},
+    };
+    uint64_t num;
+    const char *unit;
+    if (split_number(s, &num, &unit) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcasecmp(unit, units[i].unit) == 0)
+            return scale(num, units[i].mult, bytes);
+    }
+    return -1;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const char *source_name(source src, char *buf, size_t len, int line)
+{
+    switch (src) {
+    case SRC_FLAG:
+        return "on the command line";
+    case SRC_ENV:
+        return "in the environment";
+    case SRC_FILE:
+        snprintf(buf, len, "in the env file, line %d", line);
+        return buf;
+    default:
+        return "as the built-in default";
+    }
+}
+
+static void describe_expected(const wsg_option *o, char *buf, size_t len)
+{
+    switch (o->type) {
+    case OPT_PORT:
+        snprintf(buf, len, "a port number from %llu to %llu", (unsigned long long)o->min,
+                 (unsigned long long)o->max);
+        break;
+    case OPT_UINT:
+        snprintf(buf, len, "a whole number from %llu to %llu", (unsigned long long)o->min,
+                 (unsigned long long)o->max);
+        break;
+    case OPT_DURATION:
+        snprintf(buf, len,
+                 "a duration like 250ms, 10s, 5m or 1h (a bare number is milliseconds) "
+                 "from %llums to %llums",
+                 (unsigned long long)o->min, (unsigned long long)o->max);
+        break;
+    case OPT_SIZE:
+        snprintf(buf, len, "a size like 64KiB or 16MiB (a bare number is bytes) from %llu to "
+                 "%llu bytes",
+                 (unsigned long long)o->min, (unsigned long long)o->max);
+        break;
+    case OPT_BOOL:
+        snprintf(buf, len, "true or false");
+        break;
+    case OPT_LOG_LEVEL:
+        snprintf(buf, len, "error, warn, info or debug");
+        break;
+    case OPT_LOG_FORMAT:
+        snprintf(buf, len, "text or json");
+        break;
+    default:
+        snprintf(buf, len, "a value");
+        break;
+    }
+}
+
+static void list_free(char ***items, size_t *count)
+{
+    for (size_t i = 0; i < *count; i++)
+        free((*items)[i]);
+    free(*items);
+    *items = NULL;
+    *count = 0;
+}
+
+static void list_append(char ***items, size_t *count, const char *item)
+{
+    char **grown = realloc(*items, (*count + 1) * sizeof(**items));
+    if (grown == NULL) {
+        fputs("wsgate: out of memory while reading the configuration\n", stderr);
+        abort();
+    }
+    grown[*count] = xstrdup(item);
+    *items = grown;
+    (*count)++;
+}
+
+/* Sets a list from one source: a flag appends one item, env and file
+ * values are comma-separated. */
+static void set_list(wsg_config *cfg, const char *value, source src)
+{
+    if (src != SRC_FLAG) {
+        char *copy = xstrdup(value);
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ')
+                tok++;
+            size_t n = strlen(tok);
+            while (n > 0 && tok[n - 1] == ' ')
+                tok[--n] = '\0';
+            if (n > 0)
+                list_append(&cfg->backends, &cfg->backend_count, tok);
+        }
+        free(copy);
+        return;
+    }
+    list_append(&cfg->backends, &cfg->backend_count, value);
+}
+
+/* Parses `value` for option o into the config. Returns 0, or -1 with the
+ * error message written. */
+static int apply(loader *ld, const wsg_option *o, const char *value, source src, int line)
+{
+    size_t idx = (size_t)(o - wsg_options);
+    char *field = (char *)ld->cfg + o->offset;
+    uint64_t num = 0;
+    bool ok = true;
+
+    if (src < ld->set_by[idx])
+        return 0;
+    if (o->type == OPT_LIST && src > ld->set_by[idx])
+        list_free(&ld->cfg->backends, &ld->cfg->backend_count);
+    ld->set_by[idx] = (uint8_t)src;
+
+    switch (o->type) {
+    case OPT_STRING:
+        free(*(char **)field);
+        *(char **)field = value ? xstrdup(value) : NULL;
+        return 0;
+    case OPT_LIST:
+        if (value)
+            set_list(ld->cfg, value, src);
+        return 0;
+    case OPT_PORT:
+    case OPT_UINT:
+        ok = parse_uint(value, &num) == 0;
+        break;
+    case OPT_DURATION:
+        ok = wsg_config_parse_duration(value, &num) == 0;
+        break;
+    case OPT_SIZE:
+        ok = wsg_config_parse_size(value, &num) == 0;
+        break;
+    case OPT_BOOL:
+        ok = parse_bool(value, (bool *)field) == 0;
+        break;
+    case OPT_LOG_LEVEL: {
+        wsg_log_level lvl;
+        ok = wsg_log_level_parse(value, &lvl) == 0;
+        if (ok)
+            *(int *)field = (int)lvl;
+        break;
+    }
+    case OPT_LOG_FORMAT:
+        ok = strcasecmp(value, "text") == 0 || strcasecmp(value, "json") == 0;
+        if (ok)
+            *(int *)field = strcasecmp(value, "json") == 0 ? WSG_LOG_JSON : WSG_LOG_TEXT;
+        break;
+    }
+    bool numeric = o->type == OPT_PORT || o->type == OPT_UINT || o->type == OPT_DURATION ||
+                   o->type == OPT_SIZE;
+    if (ok && numeric)
+        ok = num >= o->min && num <= o->max;
+    if (!ok) {
+        char expected[200];
+        char where[64];
+        describe_expected(o, expected, sizeof(expected));
+        fail(ld, "invalid value \"%s\" for %s (--%s) %s: expected %s", value, o->env, o->flag,
+             source_name(src, where, sizeof(where), line), expected);
+        return -1;
+    }
+    switch (o->type) {
+    case OPT_PORT:
+        *(uint16_t *)field = (uint16_t)num;
+        break;
+    case OPT_UINT:
+        *(uint32_t *)field = (uint32_t)num;
+        break;
+    case OPT_DURATION:
+    case OPT_SIZE:
+        *(uint64_t *)field = num;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static const wsg_option *find_by_env(const char *name, size_t len)
+{
+    for (size_t i = 0; i < wsg_option_count; i++) {
+        if (strlen(wsg_options[i].env) == len && strncmp(wsg_options[i].env, name, len) == 0)
+            return &wsg_options[i];
+    }
+    return NULL;
+}
+
+static const wsg_option *find_by_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < wsg_option_count; i++) {
+        if (strlen(wsg_options[i].flag) == len && strncmp(wsg_options[i].flag, name, len) == 0)
+            return &wsg_options[i];
+    }
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+static int load_file(loader *ld, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char raw[8192];
+    int line = 0;
+    if (f == NULL) {
+        fail(ld, "cannot read the env file %s (--env-file, %s): %s", path, ENV_FILE_VAR,
+             strerror(errno));
+        return -1;
+    }
+    while (fgets(raw, sizeof(raw), f)) {
+        line++;
+        char *s = trim(raw);
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (strncmp(s, "export ", 7) == 0)
+            s = trim(s + 7);
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            fail(ld, "%s line %d: expected KEY=VALUE, found \"%s\"", path, line, s);
+            fclose(f);
+            return -1;
+        }
+        *eq = '\0';
+        char *key = trim(s);
+        char *value = trim(eq + 1);
+        size_t vlen = strlen(value);
+        if (vlen >= 2 && (value[0] == '"' || value[0] == '\'') && value[vlen - 1] == value[0]) {
+            value[vlen - 1] = '\0';
+            value++;
+        }
+        const wsg_option *o = find_by_env(key, strlen(key));
+        if (o == NULL) {
+            /* The file may be shared with other programs: warn, go on. */
+            fprintf(stderr, "wsgate: warning: %s line %d: unknown option %s is ignored\n", path,
+                    line, key);
+            continue;
+        }
+        if (apply(ld, o, value, SRC_FILE, line) < 0) {
+            size_t n = strlen(ld->err);
+            snprintf(ld->err + n, ld->errlen - n, " (file %s)", path);
+            fclose(f);
+            return -1;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static int load_env(loader *ld, char **envp)
+{
+    for (char **e = envp; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        const wsg_option *o = find_by_env(*e, (size_t)(eq - *e));
+        if (o && apply(ld, o, eq + 1, SRC_ENV, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const char *env_lookup(char **envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    }
+    return NULL;
+}
+
+/* Splits "--name=value" or "--name value"; returns the index of the last
+ * argument used, or -1 with the error written. */
+static int parse_flag(loader *ld, int argc, char **argv, int i, const wsg_option **opt,
+                      const char **value)
+{
+    const char *arg = argv[i] + 2;
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    *opt = find_by_flag(arg, len);
+    if (*opt == NULL) {
+        fail(ld, "unknown option --%.*s; run wsgate --help for the list", (int)len, arg);
+        return -1;
+    }
+    if (eq) {
+        *value = eq + 1;
+        return i;
+    }
+    if ((*opt)->type == OPT_BOOL) {
+        *value = "true";
+        return i;
+    }
+    if (i + 1 >= argc) {
+        fail(ld, "option --%s needs a value (%s)", (*opt)->flag, (*opt)->metavar);
+        return -1;
+    }
+    *value = argv[i + 1];
+    return i + 1;
+}
+
+static int find_env_file_flag(loader *ld, int argc, char **argv, const char **path)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--env-file") == 0) {
+            if (i + 1 >= argc) {
+                fail(ld, "option --env-file needs a value (PATH)");
+                return -1;
+            }
+            *path = argv[i + 1];
+        } else if (strncmp(argv[i], "--env-file=", 11) == 0) {
+            *path = argv[i] + 11;
+        }
+    }
+    return 0;
+}
+
+static int load_flags(loader *ld, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--env-file") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(arg, "--env-file=", 11) == 0)
+            continue;
+        if (strncmp(arg, "--", 2) != 0) {
+            fail(ld, "unexpected argument \"%s\"; options start with --, see wsgate --help", arg);
+            return -1;
+        }
+        const wsg_option *o;
+        const char *value;
+        int last = parse_flag(ld, argc, argv, i, &o, &value);
+        if (last < 0 || apply(ld, o, value, SRC_FLAG, 0) < 0)
+            return -1;
+        i = last;
+    }
+    return 0;
+}
+
+const char *wsg_config_check_auth_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof(seed_example_keys) / sizeof(seed_example_keys[0]); i++) {
+        if (strcmp(key, seed_example_keys[i]) == 0)
+            return "is an example value from documentation; generate your own, e.g. with "
+                   "`openssl rand -base64 32`";
+    }
+    if (strlen(key) < 16)
+        return "is shorter than 16 characters; use a long random value, e.g. from "
+               "`openssl rand -base64 32`";
+    return NULL;
+}
+
+static int validate(loader *ld)
+{
+    wsg_config *cfg = ld->cfg;
+    if (cfg->auth_key && cfg->auth_key[0] == '\0') {
+        free(cfg->auth_key);
+        cfg->auth_key = NULL;
+    }
+    if (cfg->auth_key) {
+        const char *why = wsg_config_check_auth_key(cfg->auth_key);
+        if (why) {
+            fail(ld, "GATEWAY_AUTH_KEY (--gateway-auth-key) %s", why);
+            return -1;
+        }
+    }
+    if (cfg->ws_port == cfg->http_port) {
+        fail(ld, "WS_PORT (--ws-port) and WEBSRV_PORT (--websrv-port) are both %u; give them "
+             "different ports", cfg->ws_port);
+        return -1;
+    }
+    if (cfg->default_service[0] == '\0') {
+        fail(ld, "WSGATE_DEFAULT_SERVICE (--default-service) is empty; give a service name");
+        return -1;
+    }
+    return 0;
+}
+
+static bool wants(int argc, char **argv, const char *a, const char *b)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], a) == 0 || strcmp(argv[i], b) == 0)
+            return true;
+        if (strcmp(argv[i], "--env-file") == 0)
+            i++;
+    }
+    return false;
+}
+
+wsg_config_result wsg_config_load(wsg_config *cfg, int argc, char **argv, char **envp,
+                                  void *out, char *err, size_t errlen)
+{
+    loader ld = {.cfg = cfg, .err = err, .errlen = errlen};
+    const char *path = NULL;
+    bool explicit_file;
+
+    memset(cfg, 0, sizeof(*cfg));
+    err[0] = '\0';
+    if (wants(argc, argv, "--help", "-h")) {
+        wsg_config_print_help(out);
+        return WSG_CONFIG_EXIT;
+    }
+    if (wants(argc, argv, "--version", "-V")) {
+        fprintf(out, "wsgate %s\n", WSG_VERSION);
+        return WSG_CONFIG_EXIT;
+    }
+    for (size_t i = 0; i < wsg_option_count; i++) {
+        if (wsg_options[i].def && apply(&ld, &wsg_options[i], wsg_options[i].def, SRC_DEFAULT,
+                                        0) < 0)
+            return WSG_CONFIG_ERROR;
+    }
+    if (find_env_file_flag(&ld, argc, argv, &path) < 0)
+        return WSG_CONFIG_ERROR;
+    if (path == NULL)
+        path = env_lookup(envp, ENV_FILE_VAR);
+    explicit_file = path != NULL;
+    if (!explicit_file) {
+        FILE *probe = fopen(DEFAULT_ENV_FILE, "r");
+        if (probe) {
+            fclose(probe);
+            path = DEFAULT_ENV_FILE;
+        }
+    }
+    if (path && path[0]) {
+        cfg->env_file = xstrdup(path);
+        if (load_file(&ld, path) < 0)
+            return WSG_CONFIG_ERROR;
+    }
+    if (load_env(&ld, envp) < 0 || load_flags(&ld, argc, argv) < 0 || validate(&ld) < 0)
+        return WSG_CONFIG_ERROR;
+    return WSG_CONFIG_OK;
+}
+
+void wsg_config_free(wsg_config *cfg)
+{
+    for (size_t i = 0; i < wsg_option_count; i++) {
+        char *field = (char *)cfg + wsg_options[i].offset;
+        if (wsg_options[i].type == OPT_STRING) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        }
+    }
+    list_free(&cfg->backends, &cfg->backend_count);
+    free(cfg->env_file);
+    cfg->env_file = NULL;
+}
+
+void wsg_config_print_help(void *outp)
+{
+    FILE *out = outp;
+    fprintf(out,
+            "wsgate %s: a WebSocket gateway.\n"
+            "\n"
+            "Usage: wsgate [OPTION]...\n"
+            "\n"
+            "Accepts WebSocket clients on WS_PORT and proxies each, frame by frame, to a\n"
+            "backend of the default service; health and readiness are on WEBSRV_PORT.\n"
+            "\n"
+            "Every option is also an environment variable and a KEY=VALUE line of an env\n"
+            "file (--env-file PATH or %s; else ./%s when present).\n"
+            "Precedence: flag > environment > file > default. Durations take units\n"
+            "(250ms, 10s, 5m, 1h; a bare number is milliseconds); sizes take KiB, MiB, GiB.\n"
+            "\n"
+            "Options:\n",
+            WSG_VERSION, ENV_FILE_VAR, DEFAULT_ENV_FILE);
+    for (size_t i = 0; i < wsg_option_count; i++) {
+        const wsg_option *o = &wsg_options[i];
+        char lhs[64];
+        snprintf(lhs, sizeof(lhs), "--%s %s", o->flag, o->metavar);
+        fprintf(out, "  %-34s %s\n", lhs, o->help);
+        fprintf(out, "  %-34s env %s, default %s\n", "", o->env,
+                o->def ? (o->def[0] ? o->def : "(empty)") : "(unset)");
+    }
+    fprintf(out,
+            "  %-34s read options from this KEY=VALUE file [env %s]\n"
+            "  %-34s show this help and exit\n"
+            "  %-34s show the version and exit\n"
+            "\n"
+            "Example:\n"
+            "  wsgate --backend 127.0.0.1:3001 --backend 127.0.0.1:3002 --ws-port 9000\n"
+            "  python3 -c 'import asyncio, websockets\n"
+            "  async def m():\n"
+            "      async with websockets.connect(\"ws://127.0.0.1:9000/?clientId=c1\") as ws:\n"
+            "          await ws.send(\"hi\"); print(await ws.recv())\n"
+            "  asyncio.run(m())'\n"
+            "\n"
+            "Signals: SIGTERM or SIGINT stops accepting and drains for SHUTDOWN_TIMEOUT,\n"
+            "then closes every connection with 1001; a second signal ends at once.\n",
+            "--env-file PATH", ENV_FILE_VAR, "-h, --help", "-V, --version");
+}

@@ -1,0 +1,95 @@
+/* Options: one table, three sources, one validated struct.
+ *
+ * Every option has an env var (UPPER_SNAKE), a flag (the env name in
+ * lower-kebab, without a WSGATE_ prefix) and may appear as a KEY=VALUE line
+ * of an optional file (the seed's `.env.gateway` format, keyed by env name).
+ * Precedence: flag > env > file > default. Durations take units (250ms, 10s,
+ * 5m, 1h; a bare number is milliseconds, as in the seed); sizes take KiB,
+ * MiB, GiB (or k, m, g). Invalid values fail the load with a message that
+ * names the option and what it accepts.
+ *
+ * The struct is filled once at start and is read-only afterwards, so every
+ * thread may read it without a lock.
+ */
+#ifndef WSG_CONFIG_H
+#define WSG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wsg_config {
+    /* listeners */
+    char *bind;
+    uint16_t ws_port;
+    uint16_t http_port;
+    uint32_t threads; /* 0 = one per core, resolved by the caller */
+    uint32_t max_connections; /* 0 = as many as the file limit allows */
+    uint32_t listen_backlog;
+
+    /* security */
+    char *auth_key; /* NULL: generate one at start */
+    char *trusted_proxies; /* comma-separated addresses or CIDRs */
+
+    /* backends */
+    char **backends; /* host:port entries of the default service */
+    size_t backend_count;
+    char *upstreams; /* seed 002's UPSTREAMS JSON, or NULL */
+    char *default_service;
+
+    /* timings, milliseconds */
+    uint64_t handshake_timeout;
+    uint64_t upstream_timeout;
+    uint64_t ping_interval;
+    uint64_t pong_timeout;
+    uint64_t idle_timeout; /* 0 = off */
+    uint64_t close_timeout;
+    uint64_t slow_consumer_timeout;
+    uint64_t shutdown_timeout;
+
+    /* sizes, bytes */
+    uint64_t max_message_size;
+    uint64_t max_header_size;
+    uint64_t write_high_water;
+
+    bool validate_utf8;
+
+    /* logging */
+    int log_level;  /* wsg_log_level */
+    int log_format; /* wsg_log_format */
+
+    char *env_file; /* the file that was read, or NULL */
+} wsg_config;
+
+typedef enum wsg_config_result {
+    WSG_CONFIG_OK = 0,
+    WSG_CONFIG_EXIT = 1,   /* --help or --version was printed: exit 0 */
+    WSG_CONFIG_ERROR = -1, /* message in err: exit 2 */
+} wsg_config_result;
+
+/* Loads the configuration from argv (flags), envp (NULL-terminated
+ * "KEY=VALUE" strings) and the KEY=VALUE file named by --env-file or
+ * WSGATE_ENV_FILE, else `.env.gateway` in the working directory when it
+ * exists. `out` receives --help and --version text. On error, err holds one
+ * line that names the option. cfg must be released with wsg_config_free
+ * whatever the result. */
+wsg_config_result wsg_config_load(wsg_config *cfg, int argc, char **argv, char **envp,
+                                  void *out, char *err, size_t errlen);
+
+void wsg_config_free(wsg_config *cfg);
+
+/* Writes the --help text (FILE *). */
+void wsg_config_print_help(void *out);
+
+/* Parses a duration ("250ms", "10s", "5m", "1h", bare milliseconds).
+ * Returns 0 and sets *ms, or -1. */
+int wsg_config_parse_duration(const char *s, uint64_t *ms);
+
+/* Parses a size ("16MiB", "64k", bare bytes). Returns 0 or -1. */
+int wsg_config_parse_size(const char *s, uint64_t *bytes);
+
+/* Refuses an auth key that is too short or a value copied from the seeds'
+ * documentation. Returns NULL when acceptable, else the reason. */
+const char *wsg_config_check_auth_key(const char *key);
+
+#endif
