@@ -59,6 +59,7 @@ typedef struct wsg_http_reader {
     bool head_done;
     bool body_done;
     bool in_value;       /* last header callback was a value */
+    bool lf_pending;     /* the head's final LF is still to be fed */
     uint32_t count;
     wsg_http_span url;
     wsg_http_span names[WSG_HTTP_MAX_HEADERS];

@@ -154,6 +154,11 @@ int wsg_http_reader_head(wsg_http_reader *r, const char *buf, size_t len, wsg_ht
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     r->fed += n;
     if (r->head_done) {
+        /* http-parser pauses on the head's last byte (the LF) without
+         * counting it, and consumes it when resumed: count it here, and
+         * feed it first when the body is walked. */
+        r->fed++;
+        r->lf_pending = true;
         if (r->fed > r->max_head) {
             r->error = -431;
             return r->error;
@@ -186,6 +191,16 @@ long wsg_http_reader_body(wsg_http_reader *r, const char *data, size_t len,
     r->body_ctx = ctx;
     r->base = data;
     http_parser_pause(&r->parser, 0);
+    if (r->lf_pending) {
+        r->lf_pending = false;
+        http_parser_execute(&r->parser, &settings, "\n", 1);
+        if (HTTP_PARSER_ERRNO(&r->parser) != HPE_OK && !r->body_done) {
+            r->error = -400;
+            return r->error;
+        }
+        if (r->body_done)
+            return 0;
+    }
     size_t n = http_parser_execute(&r->parser, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     r->on_body = NULL;
@@ -203,6 +218,12 @@ int wsg_http_reader_eof(wsg_http_reader *r)
     if (r->body_done)
         return 0;
     http_parser_pause(&r->parser, 0);
+    if (r->lf_pending) {
+        r->lf_pending = false;
+        http_parser_execute(&r->parser, &settings, "\n", 1);
+        if (r->body_done)
+            return 0;
+    }
     http_parser_execute(&r->parser, &settings, NULL, 0);
     return r->body_done ? 0 : -400;
 }

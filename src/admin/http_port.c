@@ -1,0 +1,269 @@
+/* Connections on the HTTP port: read a request, route it, answer, and keep
+ * the connection for the next one when the client wants that. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin/admin.h"
+#include "core/log.h"
+
+/* Bodies on the HTTP port are small JSON documents. */
+#define MAX_BODY (64 * 1024)
+
+typedef void (*handler_fn)(const wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
+typedef struct route {
+    const char *path;
+    handler_fn handler;
+} route;
+
+static const route routes[] = {
+    {"/healthz", wsg_health_live},
+    {"/readyz", wsg_health_ready},
+    {"/health", wsg_health_summary},
+};
+
+typedef struct http_conn {
+    wsg_sock sock;
+    wsg_timer timer;
+    wsg_list link;
+    wsg_admin *admin;
+    wsg_buf *in;        /* bytes of the request being read, and any after it */
+    wsg_buf *body;      /* decoded body of the request */
+    uint64_t deadline;
+    bool closing;       /* answer queued; close once it is sent */
+    wsg_http_reader reader;
+    wsg_http_head head;
+} http_conn;
+
+static void conn_free(uv_handle_t *h)
+{
+    http_conn *c = wsg_container_of(h, http_conn, sock.poll);
+    wsg_admin *a = c->admin;
+    wsg_timer_cancel(a->worker, &c->timer);
+    wsg_list_remove(&c->link);
+    atomic_store_explicit(&a->live, wsg_admin_live(a) - 1, memory_order_relaxed);
+    wsg_buf_free(&c->in);
+    wsg_buf_free(&c->body);
+    wsg_fd_budget_give(&a->gw->fds, 1);
+    free(c);
+}
+
+static void conn_close(http_conn *c)
+{
+    if (!wsg_sock_is_closing(&c->sock))
+        wsg_sock_close(&c->sock, conn_free);
+}
+
+static void start_request(http_conn *c)
+{
+    wsg_http_reader_init(&c->reader, HTTP_REQUEST, c->admin->gw->cfg->max_header_size);
+    wsg_buf_free(&c->body);
+    c->deadline = uv_now(&c->admin->worker->loop) + c->admin->gw->cfg->handshake_timeout;
+    wsg_timer_schedule(c->admin->worker, &c->timer, c->deadline);
+}
+
+static void send_reply(http_conn *c, const wsg_reply *r, bool keep_alive, bool head_only)
+{
+    char head[512];
+    size_t blen = strlen(r->body);
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n"
+                     "X-Content-Type-Options: nosniff\r\n"
+                     "%s"
+                     "%s"
+                     "\r\n",
+                     r->status, wsg_http_reason(r->status), blen,
+                     keep_alive ? "" : "Connection: close\r\n", r->extra_headers);
+    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)n),
+                        uv_buf_init((char *)r->body, head_only ? 0 : (unsigned)blen)};
+    if (wsg_sock_write(&c->sock, bufs, 2) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (!keep_alive) {
+        c->closing = true;
+        wsg_sock_set_reading(&c->sock, false);
+        if (wsg_sock_pending(&c->sock) == 0) {
+            shutdown(c->sock.fd, SHUT_WR);
+            conn_close(c);
+        }
+    }
+}
+
+static void reply_error(wsg_reply *r, int status, const char *message)
+{
+    char quoted[256];
+    r->status = status;
+    r->extra_headers = "";
+    wsg_json_quote(quoted, sizeof(quoted), message, strlen(message));
+    snprintf(r->body, sizeof(r->body), "{\"error\":%s}\n", quoted);
+}
+
+static void route_request(http_conn *c, wsg_reply *reply)
+{
+    const wsg_http_head *h = &c->head;
+    wsg_request req = {
+        .head = h,
+        .body = c->body ? (const char *)wsg_buf_begin(c->body) : "",
+        .body_len = wsg_buf_len(c->body),
+    };
+    reply->extra_headers = "";
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!wsg_str_eq(h->path, wsg_str_cstr(routes[i].path)))
+            continue;
+        if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
+            reply_error(reply, 405, "use GET");
+            reply->extra_headers = "Allow: GET, HEAD\r\n";
+            return;
+        }
+        routes[i].handler(c->admin, &req, reply);
+        return;
+    }
+    reply_error(reply, 404, "not found");
+}
+
+static void collect_body(void *ctx, const char *at, size_t len)
+{
+    http_conn *c = ctx;
+    if (wsg_buf_len(c->body) + len <= MAX_BODY && wsg_buf_append(&c->body, at, len) < 0)
+        c->closing = true;
+}
+
+/* Handles every complete request in c->in; returns when more input is
+ * needed or the connection is closing. */
+static void process_input(http_conn *c)
+{
+    while (!c->closing && c->in) {
+        wsg_reply reply;
+        const char *data = (const char *)wsg_buf_begin(c->in);
+        size_t len = wsg_buf_len(c->in);
+        int rc = wsg_http_reader_head(&c->reader, data, len, &c->head);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            reply_error(&reply, -rc, rc == -431 ? "request header fields too large"
+                                                : "malformed HTTP request");
+            send_reply(c, &reply, false, false);
+            return;
+        }
+        size_t used = c->head.head_len;
+        if (wsg_http_head_has_body(&c->head, HTTP_REQUEST)) {
+            if (c->head.content_length != WSG_HTTP_NO_LENGTH && c->head.content_length > MAX_BODY) {
+                reply_error(&reply, 413, "request body too large");
+                send_reply(c, &reply, false, false);
+                return;
+            }
+            long n = wsg_http_reader_body(&c->reader, data + used, len - used, collect_body, c);
+            if (n < 0 || wsg_buf_len(c->body) > MAX_BODY) {
+                reply_error(&reply, n < 0 ? 400 : 413,
+                            n < 0 ? "malformed request body" : "request body too large");
+                send_reply(c, &reply, false, false);
+                return;
+            }
+            if (!c->reader.body_done) {
+                /* Wait for the rest; the head is parsed again from the
+                 * start next time, so keep all bytes. */
+                wsg_buf_free(&c->body);
+                wsg_http_reader_init(&c->reader, HTTP_REQUEST,
+                                     c->admin->gw->cfg->max_header_size);
+                if (len > c->admin->gw->cfg->max_header_size + MAX_BODY) {
+                    reply_error(&reply, 413, "request body too large");
+                    send_reply(c, &reply, false, false);
+                }
+                return;
+            }
+            used += (size_t)n;
+        }
+        wsg_count(c->admin->counters, WSG_C_HTTP_REQUESTS, 1);
+        route_request(c, &reply);
+        bool keep = c->head.keep_alive && !c->admin->closing_all;
+        send_reply(c, &reply, keep, c->head.method == HTTP_HEAD);
+        wsg_buf_consume(&c->in, used);
+        if (keep && !c->closing)
+            start_request(c);
+    }
+}
+
+static void on_event(wsg_sock *s, int status, int events)
+{
+    http_conn *c = wsg_container_of(s, http_conn, sock);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int rc = wsg_sock_flush(s);
+        if (rc < 0 || (rc == 1 && c->closing)) {
+            if (rc == 1)
+                shutdown(s->fd, SHUT_WR);
+            conn_close(c);
+            return;
+        }
+    }
+    if (!(events & UV_READABLE) || c->closing || wsg_sock_is_closing(s))
+        return;
+    uint8_t *buf = c->admin->worker->scratch;
+    long n = wsg_sock_read(s, buf, WSG_SCRATCH_SIZE);
+    if (n == 0)
+        return;
+    if (n < 0 || wsg_buf_append(&c->in, buf, (size_t)n) < 0) {
+        conn_close(c);
+        return;
+    }
+    process_input(c);
+}
+
+static void on_timer(wsg_timer *t)
+{
+    http_conn *c = wsg_container_of(t, http_conn, timer);
+    if (uv_now(&c->admin->worker->loop) < c->deadline) {
+        wsg_timer_schedule(c->admin->worker, &c->timer, c->deadline);
+        return;
+    }
+    conn_close(c);
+}
+
+void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer)
+{
+    (void)peer;
+    if (a->closing_all || !wsg_fd_budget_take(&a->gw->fds, 1)) {
+        wsg_proxy_refuse(fd, a->closing_all ? "gateway is shutting down"
+                                            : "gateway is at its file descriptor limit");
+        return;
+    }
+    http_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL || wsg_sock_open(&a->worker->loop, &c->sock, fd, on_event) < 0) {
+        free(c);
+        wsg_fd_budget_give(&a->gw->fds, 1);
+        close(fd);
+        return;
+    }
+    c->admin = a;
+    c->timer.fire = on_timer;
+    wsg_list_insert_tail(&a->conns, &c->link);
+    atomic_store_explicit(&a->live, wsg_admin_live(a) + 1, memory_order_relaxed);
+    start_request(c);
+    wsg_sock_set_reading(&c->sock, true);
+}
+
+void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_worker *w, wsg_counters *counters)
+{
+    memset(a, 0, sizeof(*a));
+    a->worker = w;
+    a->gw = gw;
+    a->counters = counters;
+    wsg_list_init(&a->conns);
+}
+
+void wsg_admin_close_all(wsg_admin *a)
+{
+    a->closing_all = true;
+    for (wsg_list *it = a->conns.next; it != &a->conns; it = it->next)
+        conn_close(wsg_container_of(it, http_conn, link));
+}

@@ -1,0 +1,51 @@
+/* Per-thread counters, summed when read.
+ *
+ * Each worker owns one wsg_counters and is the only thread that writes it;
+ * readers (metrics, health) load each value and add the workers up. Writes
+ * are a relaxed load and store, not a read-modify-write, so the message
+ * path never takes a lock or a locked instruction, and readers still see
+ * whole values (no torn reads, no data race in C11 terms).
+ */
+#ifndef WSG_METRICS_H
+#define WSG_METRICS_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef enum wsg_counter {
+    WSG_C_CONNECTIONS_OPENED,   /* WebSocket sessions established */
+    WSG_C_CONNECTIONS_CLOSED,   /* ... and ended */
+    WSG_C_CONNECTIONS_REFUSED,  /* turned away at the descriptor or connection limit */
+    WSG_C_HANDSHAKES_REJECTED,  /* client upgrade requests answered 4xx */
+    WSG_C_HANDSHAKES_FAILED,    /* 5xx: no backend, unreachable, bad answer, timeout */
+    WSG_C_MESSAGES_FROM_CLIENTS,
+    WSG_C_MESSAGES_FROM_BACKENDS,
+    WSG_C_BYTES_FROM_CLIENTS,
+    WSG_C_BYTES_FROM_BACKENDS,
+    WSG_C_PROTOCOL_ERRORS,      /* frames that broke RFC 6455 (either side) */
+    WSG_C_SLOW_CONSUMERS,       /* peers closed for staying over the high-water mark */
+    WSG_C_PING_TIMEOUTS,        /* peers closed for not answering a ping */
+    WSG_C_IDLE_TIMEOUTS,
+    WSG_C_BACKPRESSURE_PAUSES,  /* times one side stopped being read */
+    WSG_C_HTTP_REQUESTS,        /* requests served on the HTTP port */
+    WSG_C__COUNT,
+} wsg_counter;
+
+typedef struct wsg_counters {
+    alignas(64) _Atomic uint64_t v[WSG_C__COUNT];
+} wsg_counters;
+
+/* Adds n; only the owning thread may call it. */
+static inline void wsg_count(wsg_counters *c, wsg_counter which, uint64_t n)
+{
+    uint64_t cur = atomic_load_explicit(&c->v[which], memory_order_relaxed);
+    atomic_store_explicit(&c->v[which], cur + n, memory_order_relaxed);
+}
+
+static inline uint64_t wsg_counter_read(const wsg_counters *c, wsg_counter which)
+{
+    return atomic_load_explicit(&c->v[which], memory_order_relaxed);
+}
+
+#endif

@@ -1,0 +1,105 @@
+/* Worker threads: one libuv loop each, with its scratch buffer, timer wheel
+ * and random pool. A connection is born and dies on one worker. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/list.h"
+#include "net/net.h"
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p == NULL) {
+        fprintf(stderr, "wsgate: out of memory starting a worker (%zu bytes)\n", n);
+        abort();
+    }
+    return p;
+}
+
+static void fire_timer(wsg_wheel_node *node, void *ctx)
+{
+    (void)ctx;
+    wsg_timer *t = wsg_container_of(node, wsg_timer, node);
+    t->fire(t);
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    wsg_worker *w = h->data;
+    wsg_wheel_advance(&w->wheel, uv_now(&w->loop), fire_timer, NULL);
+}
+
+static void on_wakeup(uv_async_t *h)
+{
+    wsg_worker *w = h->data;
+    unsigned cmd = atomic_exchange_explicit(&w->commands, 0, memory_order_acq_rel);
+    if (cmd && w->on_command)
+        w->on_command(w, cmd);
+}
+
+void wsg_worker_init(wsg_worker *w, unsigned index, uint64_t tick_ms)
+{
+    int rc = uv_loop_init(&w->loop);
+    if (rc < 0) {
+        fprintf(stderr, "wsgate: cannot create event loop %u: %s\n", index, uv_strerror(rc));
+        abort();
+    }
+    w->loop.data = w;
+    w->index = index;
+    w->scratch = xmalloc(WSG_SCRATCH_HEADROOM + WSG_SCRATCH_SIZE);
+    wsg_rand_init(&w->rng);
+    atomic_init(&w->commands, 0);
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    wsg_wheel_init(&w->wheel, tick_ms, uv_now(&w->loop));
+}
+
+static void run(void *arg)
+{
+    wsg_worker *w = arg;
+    uv_update_time(&w->loop);
+    w->wheel.cur = uv_now(&w->loop) / w->wheel.tick_ms;
+    uv_timer_start(&w->tick, on_tick, w->wheel.tick_ms, w->wheel.tick_ms);
+    if (w->on_start)
+        w->on_start(w);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (w->on_stop)
+        w->on_stop(w);
+}
+
+int wsg_worker_start(wsg_worker *w)
+{
+    return uv_thread_create(&w->thread, run, w);
+}
+
+void wsg_worker_post(wsg_worker *w, unsigned commands)
+{
+    atomic_fetch_or_explicit(&w->commands, commands, memory_order_acq_rel);
+    uv_async_send(&w->wakeup);
+}
+
+void wsg_worker_finish(wsg_worker *w)
+{
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+}
+
+void wsg_worker_join(wsg_worker *w)
+{
+    uv_thread_join(&w->thread);
+    uv_loop_close(&w->loop);
+    free(w->scratch);
+    w->scratch = NULL;
+}
+
+void wsg_timer_schedule(wsg_worker *w, wsg_timer *t, uint64_t due)
+{
+    wsg_wheel_schedule(&w->wheel, &t->node, due);
+}
+
+void wsg_timer_cancel(wsg_worker *w, wsg_timer *t)
+{
+    wsg_wheel_cancel(&w->wheel, &t->node);
+}

@@ -1,0 +1,956 @@
+/* The bridge: one client and its backend, relayed frame by frame.
+ *
+ * Reads go into the worker's scratch buffer, the pass-through stream
+ * rewrites them in place (a fresh masking key toward the backend), and one
+ * sendmsg forwards the result. Nothing is copied unless the other side is
+ * slow: then the rest waits in that side's queue, and above the high-water
+ * mark this side stops being read until the queue drains (backpressure).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "proxy/proxy_int.h"
+
+/* Forwarded pieces gathered per read before one sendmsg; more than this
+ * many (a flood of tiny control frames) go out in several calls. */
+#define RELAY_IOV 64
+/* How long an HTTP answer waits for the client to stop sending before the
+ * socket is closed: long enough for the answer to arrive, short enough to
+ * hold no resources. */
+#define LINGER_MS 1000
+
+typedef struct relay_out {
+    uv_buf_t iov[RELAY_IOV];
+    unsigned n;
+} relay_out;
+
+static void on_client_event(wsg_sock *s, int status, int events);
+static void send_to_backend(wsg_bridge *b, relay_out *o);
+static void send_to_client(wsg_bridge *b, relay_out *o);
+
+uint64_t bridge_now(const wsg_bridge *b)
+{
+    return uv_now(&b->proxy->worker->loop);
+}
+
+static const wsg_config *config_of(const wsg_bridge *b)
+{
+    return b->proxy->gw->cfg;
+}
+
+void bridge_arm(wsg_bridge *b, uint64_t due)
+{
+    if (!wsg_wheel_scheduled(&b->timer.node) || due < b->timer.node.due)
+        wsg_timer_schedule(b->proxy->worker, &b->timer, due);
+}
+
+/* ---- lifetime --------------------------------------------------------- */
+
+static void bridge_free(wsg_bridge *b)
+{
+    wsg_proxy *p = b->proxy;
+    wsg_timer_cancel(p->worker, &b->timer);
+    wsg_list_remove(&b->link);
+    atomic_store_explicit(&p->live, wsg_proxy_live(p) - 1, memory_order_relaxed);
+    wsg_buf_free(&b->held);
+    upgrade_free(b);
+    free(b->dial_request);
+    wsg_fd_budget_give(&p->gw->fds, 2);
+    atomic_fetch_sub_explicit(&p->gw->clients, 1, memory_order_relaxed);
+    free(b);
+}
+
+static void on_client_closed(uv_handle_t *h)
+{
+    wsg_bridge *b = wsg_container_of(h, wsg_bridge, client.poll);
+    if (--b->handles == 0)
+        bridge_free(b);
+}
+
+static void on_upstream_closed(uv_handle_t *h)
+{
+    wsg_upstream *u = wsg_container_of(h, wsg_upstream, sock.poll);
+    wsg_bridge *b = u->bridge;
+    upstream_hs_free(u);
+    wsg_buf_free(&u->held);
+    free(u);
+    if (--b->handles == 0)
+        bridge_free(b);
+}
+
+void bridge_release_upstream(wsg_bridge *b)
+{
+    wsg_upstream *u = b->up;
+    if (u == NULL)
+        return;
+    b->up = NULL;
+    if (u->backend)
+        wsg_backend_release(u->backend);
+    u->backend = NULL;
+    wsg_sock_close(&u->sock, on_upstream_closed);
+}
+
+static void close_client_socket(wsg_bridge *b)
+{
+    if (!wsg_sock_is_closing(&b->client))
+        wsg_sock_close(&b->client, on_client_closed);
+}
+
+/* ---- reading control and backpressure ------------------------------- */
+
+void bridge_sync_reading(wsg_bridge *b)
+{
+    wsg_upstream *u = b->up;
+    bool relaying = b->state == B_OPEN || b->state == B_CLOSING;
+    bool client_on = b->state == B_REQUEST || (relaying && !(u && u->stall_at)) ||
+                     (b->state == B_ENDING && (b->flags & BF_LINGER) &&
+                      wsg_sock_pending(&b->client) == 0);
+    if (!wsg_sock_is_closing(&b->client))
+        wsg_sock_set_reading(&b->client, client_on);
+    if (u && !wsg_sock_is_closing(&u->sock)) {
+        bool up_on = u->state == U_HANDSHAKE ||
+                     ((relaying || b->state == B_ANSWERING) && !b->stall_at);
+        wsg_sock_set_reading(&u->sock, up_on);
+    }
+}
+
+/* Called after bytes were queued toward the client: above the high-water
+ * mark the backend stops being read, and the slow-consumer clock starts. */
+static void note_client_backlog(wsg_bridge *b)
+{
+    if (b->stall_at || wsg_sock_pending(&b->client) <= config_of(b)->write_high_water)
+        return;
+    uint64_t now = bridge_now(b);
+    b->stall_at = now;
+    wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
+    bridge_sync_reading(b);
+    bridge_arm(b, now + config_of(b)->slow_consumer_timeout);
+}
+
+static void note_backend_backlog(wsg_bridge *b)
+{
+    wsg_upstream *u = b->up;
+    if (u->stall_at || wsg_sock_pending(&u->sock) <= config_of(b)->write_high_water)
+        return;
+    uint64_t now = bridge_now(b);
+    u->stall_at = now;
+    wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
+    bridge_sync_reading(b);
+    bridge_arm(b, now + config_of(b)->slow_consumer_timeout);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static void client_gone(wsg_bridge *b, long err);
+
+int bridge_write_client(wsg_bridge *b, const void *data, size_t len)
+{
+    uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+    int rc = wsg_sock_write(&b->client, &buf, 1);
+    if (rc < 0) {
+        client_gone(b, rc);
+        return rc;
+    }
+    b->bytes_out += len;
+    note_client_backlog(b);
+    return 0;
+}
+
+static int write_backend(wsg_bridge *b, const void *data, size_t len)
+{
+    uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+    int rc = wsg_sock_write(&b->up->sock, &buf, 1);
+    if (rc < 0) {
+        bridge_upstream_failed(b, "cannot write to the backend");
+        return rc;
+    }
+    note_backend_backlog(b);
+    return 0;
+}
+
+static bool can_frame_client(const wsg_bridge *b)
+{
+    if (b->flags & BF_CLIENT_GOT_CLOSE || wsg_sock_is_closing(&b->client))
+        return false;
+    return b->up == NULL || wsg_ws_stream_at_frame_boundary(&b->up->rx);
+}
+
+static bool can_frame_backend(const wsg_bridge *b)
+{
+    const wsg_upstream *u = b->up;
+    return u && u->state == U_OPEN && !(b->flags & BF_BACKEND_GOT_CLOSE) &&
+           !wsg_sock_is_closing(&u->sock) && wsg_ws_stream_at_frame_boundary(&b->rx);
+}
+
+/* Sends a close frame of our own to the client, when the stream toward it
+ * is between frames; otherwise the TCP close alone must do. */
+static void close_frame_to_client(wsg_bridge *b, uint16_t code, const char *reason)
+{
+    uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
+    if (!can_frame_client(b))
+        return;
+    size_t n = wsg_ws_close_frame(frame, code, reason, NULL);
+    b->flags |= BF_CLIENT_GOT_CLOSE;
+    b->close_code = code;
+    bridge_write_client(b, frame, n);
+}
+
+static void close_frame_to_backend(wsg_bridge *b, uint16_t code, const char *reason)
+{
+    uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
+    if (!can_frame_backend(b))
+        return;
+    size_t n = wsg_ws_close_frame(frame, code, reason, &b->proxy->worker->rng);
+    b->flags |= BF_BACKEND_GOT_CLOSE;
+    write_backend(b, frame, n);
+}
+
+/* ---- ending ------------------------------------------------------------- */
+
+static void log_close(wsg_bridge *b, const char *why, uint64_t now)
+{
+    char client[64];
+    char reason[160];
+    wsg_peer_format(&b->peer, client, sizeof(client));
+    wsg_log_quote(reason, sizeof(reason), why, strlen(why));
+    wsg_log_info("connection closed",
+                 "conn=%llu client=%s backend=%s code=%u duration_ms=%llu bytes_in=%llu "
+                 "bytes_out=%llu reason=%s",
+                 (unsigned long long)b->id, client,
+                 b->up && b->up->backend ? b->up->backend->id : "-", b->close_code,
+                 (unsigned long long)(now - b->opened_at), (unsigned long long)b->bytes_in,
+                 (unsigned long long)b->bytes_out, reason);
+}
+
+static void finish_client(wsg_bridge *b)
+{
+    if ((b->flags & BF_LINGER) && !wsg_sock_is_closing(&b->client)) {
+        /* Half-close and drain what the client still sends, so that its
+         * kernel does not answer our close with a reset that could destroy
+         * the answer before the client read it. */
+        shutdown(b->client.fd, SHUT_WR);
+        uint64_t linger_end = bridge_now(b) + LINGER_MS;
+        if (linger_end < b->end_at)
+            b->end_at = linger_end;
+        bridge_sync_reading(b);
+        wsg_timer_schedule(b->proxy->worker, &b->timer, b->end_at);
+        return;
+    }
+    close_client_socket(b);
+}
+
+void bridge_end(wsg_bridge *b, const char *why)
+{
+    if (b->state == B_ENDING)
+        return;
+    uint64_t now = bridge_now(b);
+    if (b->flags & BF_ESTABLISHED) {
+        log_close(b, why, now);
+        wsg_count(&b->proxy->counters, WSG_C_CONNECTIONS_CLOSED, 1);
+    }
+    b->state = B_ENDING;
+    b->end_at = now + config_of(b)->close_timeout;
+    if (b->up && wsg_sock_pending(&b->up->sock) == 0)
+        bridge_release_upstream(b);
+    if (wsg_sock_pending(&b->client) == 0)
+        finish_client(b);
+    bridge_sync_reading(b);
+    wsg_timer_schedule(b->proxy->worker, &b->timer, b->end_at);
+}
+
+/* Ends the session with our own close frames toward both sides. */
+static void close_both(wsg_bridge *b, uint16_t client_code, const char *client_reason,
+                       uint16_t backend_code, const char *backend_reason, const char *why)
+{
+    close_frame_to_client(b, client_code, client_reason);
+    close_frame_to_backend(b, backend_code, backend_reason);
+    bridge_end(b, why);
+}
+
+void bridge_close_client(wsg_bridge *b, uint16_t code, const char *reason)
+{
+    close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "client closed by the gateway", reason);
+}
+
+void bridge_upstream_failed(wsg_bridge *b, const char *why)
+{
+    if (b->state == B_ENDING) {
+        bridge_release_upstream(b);
+        return;
+    }
+    /* The backend is gone: nothing more can be framed toward it. */
+    if (b->up)
+        b->flags |= BF_BACKEND_GOT_CLOSE;
+    close_frame_to_client(b, WSG_WS_CLOSE_INTERNAL, "backend connection lost");
+    bridge_end(b, why);
+    bridge_release_upstream(b);
+}
+
+static void client_gone(wsg_bridge *b, long err)
+{
+    if (b->state == B_ENDING) {
+        close_client_socket(b);
+        return;
+    }
+    /* Nothing more can reach the client. */
+    b->flags |= BF_CLIENT_GOT_CLOSE;
+    wsg_buf_free(&b->client.out);
+    close_frame_to_backend(b, WSG_WS_CLOSE_GOING_AWAY, "client went away");
+    bridge_end(b, err == UV_EOF ? "client closed the connection" : uv_strerror((int)err));
+    close_client_socket(b);
+}
+
+/* ---- relaying --------------------------------------------------------- */
+
+static void out_add(relay_out *o, uint8_t *p, size_t n, wsg_bridge *b, bool to_backend)
+{
+    if (n == 0)
+        return;
+    if (o->n == RELAY_IOV) {
+        if (to_backend)
+            send_to_backend(b, o);
+        else
+            send_to_client(b, o);
+    }
+    o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)n);
+}
+
+static void send_to_backend(wsg_bridge *b, relay_out *o)
+{
+    unsigned n = o->n;
+    o->n = 0;
+    if (n == 0 || b->up == NULL || b->up->state != U_OPEN || wsg_sock_is_closing(&b->up->sock))
+        return;
+    if (wsg_sock_write(&b->up->sock, o->iov, n) < 0) {
+        bridge_upstream_failed(b, "cannot write to the backend");
+        return;
+    }
+    note_backend_backlog(b);
+}
+
+static void send_to_client(wsg_bridge *b, relay_out *o)
+{
+    unsigned n = o->n;
+    o->n = 0;
+    if (n == 0 || wsg_sock_is_closing(&b->client))
+        return;
+    size_t bytes = 0;
+    for (unsigned i = 0; i < n; i++)
+        bytes += o->iov[i].len;
+    if (wsg_sock_write(&b->client, o->iov, n) < 0) {
+        client_gone(b, UV_EPIPE);
+        return;
+    }
+    b->bytes_out += bytes;
+    note_client_backlog(b);
+}
+
+static bool is_our_pong(const wsg_bridge *b, const wsg_ws_span *span)
+{
+    return span->header.opcode == WSG_WS_OP_PONG && span->header.len == 12 &&
+           memcmp(span->payload, b->proxy->gw->ping_token, 4) == 0;
+}
+
+static uint16_t close_code_of(const wsg_ws_span *span)
+{
+    if (span->header.len < 2)
+        return WSG_WS_CLOSE_NO_STATUS;
+    return (uint16_t)(span->payload[0] << 8 | span->payload[1]);
+}
+
+static bool relaying(const wsg_bridge *b)
+{
+    return b->state == B_OPEN || b->state == B_CLOSING;
+}
+
+static void enter_closing(wsg_bridge *b)
+{
+    b->state = B_CLOSING;
+    b->end_at = bridge_now(b) + config_of(b)->close_timeout;
+    bridge_arm(b, b->end_at);
+}
+
+/* A control frame from the client. Returns false when the bridge ended. */
+static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const wsg_ws_span *span)
+{
+    if (is_our_pong(b, span))
+        return true;
+    wsg_ws_control_remask(frame, &span->header, &b->proxy->worker->rng);
+    if (span->header.opcode != WSG_WS_OP_CLOSE) {
+        out_add(o, frame, span->len, b, true);
+        return true;
+    }
+    b->flags |= BF_CLIENT_SENT_CLOSE;
+    if (!(b->flags & BF_CLIENT_GOT_CLOSE))
+        b->close_code = close_code_of(span);
+    if (!(b->flags & BF_BACKEND_GOT_CLOSE) && b->up && b->up->state == U_OPEN) {
+        out_add(o, frame, span->len, b, true);
+        b->flags |= BF_BACKEND_GOT_CLOSE;
+    }
+    if (b->flags & BF_CLIENT_GOT_CLOSE) {
+        /* The client answered the backend's close: both handshakes done. */
+        send_to_backend(b, o);
+        bridge_end(b, "closed by the backend");
+        return false;
+    }
+    enter_closing(b);
+    return true;
+}
+
+static bool backend_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const wsg_ws_span *span)
+{
+    if (is_our_pong(b, span))
+        return true;
+    if (span->header.opcode != WSG_WS_OP_CLOSE) {
+        out_add(o, frame, span->len, b, false);
+        return true;
+    }
+    b->flags |= BF_BACKEND_SENT_CLOSE;
+    if (!(b->flags & BF_CLIENT_GOT_CLOSE)) {
+        out_add(o, frame, span->len, b, false);
+        b->flags |= BF_CLIENT_GOT_CLOSE;
+        b->close_code = close_code_of(span);
+    }
+    if (b->flags & BF_CLIENT_SENT_CLOSE) {
+        send_to_client(b, o);
+        bridge_end(b, "closed by the client");
+        return false;
+    }
+    enter_closing(b);
+    return true;
+}
+
+static void protocol_error(wsg_bridge *b, const wsg_ws_span *span, bool from_client)
+{
+    char client[64];
+    wsg_peer_format(&b->peer, client, sizeof(client));
+    wsg_count(&b->proxy->counters, WSG_C_PROTOCOL_ERRORS, 1);
+    wsg_log_info(from_client ? "client broke the WebSocket protocol"
+                             : "backend broke the WebSocket protocol",
+                 "conn=%llu client=%s code=%u why=\"%s\"", (unsigned long long)b->id, client,
+                 span->close_code, span->why);
+    if (from_client) {
+        bridge_close_client(b, span->close_code, span->why);
+    } else {
+        close_both(b, WSG_WS_CLOSE_INTERNAL, "backend protocol error", span->close_code, span->why,
+                   "backend broke the WebSocket protocol");
+    }
+}
+
+void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
+{
+    wsg_proxy *px = b->proxy;
+    relay_out o = {.n = 0};
+    while (n > 0 && relaying(b) && !(b->flags & BF_CLIENT_SENT_CLOSE)) {
+        wsg_ws_span span;
+        wsg_ws_stream_next(&b->rx, &px->from_client, &px->worker->rng, p, n, &span);
+        switch (span.kind) {
+        case WSG_WS_SPAN_DATA:
+            out_add(&o, p, span.len, b, true);
+            if (span.messages) {
+                wsg_count(&px->counters, WSG_C_MESSAGES_FROM_CLIENTS, span.messages);
+                b->msg_at = bridge_now(b);
+            }
+            break;
+        case WSG_WS_SPAN_CONTROL:
+            if (!client_control(b, &o, p, &span))
+                return;
+            break;
+        case WSG_WS_SPAN_PARTIAL:
+            if (wsg_buf_append(&b->held, p, span.len) < 0) {
+                bridge_close_client(b, WSG_WS_CLOSE_INTERNAL, "out of memory");
+                return;
+            }
+            break;
+        case WSG_WS_SPAN_ERROR:
+            send_to_backend(b, &o);
+            protocol_error(b, &span, true);
+            return;
+        }
+        p += span.len;
+        n -= span.len;
+    }
+    send_to_backend(b, &o);
+}
+
+void bridge_relay_from_backend(wsg_bridge *b, uint8_t *p, size_t n)
+{
+    wsg_proxy *px = b->proxy;
+    wsg_upstream *u = b->up;
+    relay_out o = {.n = 0};
+    while (n > 0 && relaying(b) && b->up == u && !(b->flags & BF_BACKEND_SENT_CLOSE)) {
+        wsg_ws_span span;
+        wsg_ws_stream_next(&u->rx, &px->from_backend, &px->worker->rng, p, n, &span);
+        switch (span.kind) {
+        case WSG_WS_SPAN_DATA:
+            out_add(&o, p, span.len, b, false);
+            if (span.messages) {
+                wsg_count(&px->counters, WSG_C_MESSAGES_FROM_BACKENDS, span.messages);
+                b->msg_at = bridge_now(b);
+            }
+            break;
+        case WSG_WS_SPAN_CONTROL:
+            if (!backend_control(b, &o, p, &span))
+                return;
+            break;
+        case WSG_WS_SPAN_PARTIAL:
+            if (wsg_buf_append(&u->held, p, span.len) < 0) {
+                bridge_upstream_failed(b, "out of memory");
+                return;
+            }
+            break;
+        case WSG_WS_SPAN_ERROR:
+            send_to_client(b, &o);
+            protocol_error(b, &span, false);
+            return;
+        }
+        p += span.len;
+        n -= span.len;
+    }
+    send_to_client(b, &o);
+}
+
+/* Puts bytes held back from the last read in front of the new ones, in
+ * the headroom the scratch buffer keeps for this. */
+static uint8_t *join_held(wsg_buf **held, uint8_t *p, size_t *n)
+{
+    size_t h = wsg_buf_len(*held);
+    if (h == 0)
+        return p;
+    /* A held piece is at most one control frame (WSG_WS_MAX_CONTROL_FRAME),
+     * which fits the headroom. */
+    p -= h;
+    memcpy(p, wsg_buf_begin(*held), h);
+    *n += h;
+    wsg_buf_free(held);
+    return p;
+}
+
+static void client_read(wsg_bridge *b)
+{
+    wsg_proxy *px = b->proxy;
+    uint8_t *buf = px->worker->scratch + WSG_SCRATCH_HEADROOM;
+    long n = wsg_sock_read(&b->client, buf, WSG_SCRATCH_SIZE);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        client_gone(b, n);
+        return;
+    }
+    b->rx_at = bridge_now(b);
+    b->ping_at = 0;
+    b->bytes_in += (uint64_t)n;
+    wsg_count(&px->counters, WSG_C_BYTES_FROM_CLIENTS, (uint64_t)n);
+    size_t len = (size_t)n;
+    uint8_t *p = join_held(&b->held, buf, &len);
+    bridge_relay_from_client(b, p, len);
+}
+
+static void upstream_read(wsg_bridge *b, wsg_upstream *u)
+{
+    wsg_proxy *px = b->proxy;
+    uint8_t *buf = px->worker->scratch + WSG_SCRATCH_HEADROOM;
+    long n = wsg_sock_read(&u->sock, buf, WSG_SCRATCH_SIZE);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        bridge_upstream_failed(b, n == UV_EOF ? "backend closed the connection"
+                                              : uv_strerror((int)n));
+        return;
+    }
+    u->rx_at = bridge_now(b);
+    u->ping_at = 0;
+    wsg_count(&px->counters, WSG_C_BYTES_FROM_BACKENDS, (uint64_t)n);
+    size_t len = (size_t)n;
+    uint8_t *p = join_held(&u->held, buf, &len);
+    bridge_relay_from_backend(b, p, len);
+}
+
+/* After an HTTP answer: drop whatever the client still sends until it
+ * closes or the linger time is up. */
+static void linger_read(wsg_bridge *b)
+{
+    uint8_t *buf = b->proxy->worker->scratch + WSG_SCRATCH_HEADROOM;
+    long n = wsg_sock_read(&b->client, buf, WSG_SCRATCH_SIZE);
+    if (n < 0)
+        close_client_socket(b);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void client_drained(wsg_bridge *b)
+{
+    size_t pending = wsg_sock_pending(&b->client);
+    if (b->state == B_ENDING) {
+        if (pending == 0)
+            finish_client(b);
+        return;
+    }
+    if (b->stall_at && pending <= config_of(b)->write_high_water / 2) {
+        b->stall_at = 0;
+        bridge_sync_reading(b);
+    }
+}
+
+static void backend_drained(wsg_bridge *b)
+{
+    wsg_upstream *u = b->up;
+    size_t pending = wsg_sock_pending(&u->sock);
+    if (b->state == B_ENDING) {
+        if (pending == 0)
+            bridge_release_upstream(b);
+        return;
+    }
+    if (u->stall_at && pending <= config_of(b)->write_high_water / 2) {
+        u->stall_at = 0;
+        bridge_sync_reading(b);
+    }
+}
+
+static void on_client_event(wsg_sock *s, int status, int events)
+{
+    wsg_bridge *b = wsg_container_of(s, wsg_bridge, client);
+    if (status < 0) {
+        client_gone(b, status);
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int rc = wsg_sock_flush(s);
+        if (rc < 0) {
+            client_gone(b, rc);
+            return;
+        }
+        client_drained(b);
+    }
+    if (!(events & UV_READABLE) || wsg_sock_is_closing(s))
+        return;
+    switch ((bridge_state)b->state) {
+    case B_REQUEST:
+        upgrade_on_client_readable(b);
+        break;
+    case B_OPEN:
+    case B_CLOSING:
+        client_read(b);
+        break;
+    case B_ENDING:
+        linger_read(b);
+        break;
+    default:
+        break;
+    }
+}
+
+void bridge_on_upstream_event(wsg_sock *s, int status, int events)
+{
+    wsg_upstream *u = wsg_container_of(s, wsg_upstream, sock);
+    wsg_bridge *b = u->bridge;
+    if (b->up != u)
+        return; /* a released upstream: its close is on the way */
+    if (u->state != U_OPEN) {
+        upgrade_on_upstream_event(u, status < 0 ? -1 : events);
+        return;
+    }
+    if (status < 0) {
+        bridge_upstream_failed(b, uv_strerror(status));
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int rc = wsg_sock_flush(s);
+        if (rc < 0) {
+            bridge_upstream_failed(b, uv_strerror(rc));
+            return;
+        }
+        backend_drained(b);
+    }
+    if ((events & UV_READABLE) && b->up == u && !wsg_sock_is_closing(s))
+        upstream_read(b, u);
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void ping_payload(const wsg_bridge *b, uint64_t now, uint8_t out[12])
+{
+    memcpy(out, b->proxy->gw->ping_token, 4);
+    for (int i = 0; i < 8; i++)
+        out[4 + i] = (uint8_t)(now >> (56 - 8 * i));
+}
+
+static void ping_client(wsg_bridge *b, uint64_t now)
+{
+    uint8_t payload[12];
+    uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
+    if (!can_frame_client(b))
+        return;
+    ping_payload(b, now, payload);
+    size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload), NULL);
+    b->ping_at = now;
+    bridge_write_client(b, frame, n);
+}
+
+static void ping_backend(wsg_bridge *b, uint64_t now)
+{
+    uint8_t payload[12];
+    uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
+    if (!can_frame_backend(b))
+        return;
+    ping_payload(b, now, payload);
+    size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload),
+                                    &b->proxy->worker->rng);
+    b->up->ping_at = now;
+    write_backend(b, frame, n);
+}
+
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* The next moment a liveness rule may act, from the current state. */
+static uint64_t next_check(const wsg_bridge *b)
+{
+    const wsg_config *cfg = config_of(b);
+    const wsg_upstream *u = b->up;
+    uint64_t due = b->ping_at ? b->ping_at + cfg->pong_timeout : b->rx_at + cfg->ping_interval;
+    if (u && u->state == U_OPEN) {
+        due = earliest(due, u->ping_at ? u->ping_at + cfg->pong_timeout
+                                       : u->rx_at + cfg->ping_interval);
+        if (u->stall_at)
+            due = earliest(due, u->stall_at + cfg->slow_consumer_timeout);
+    }
+    if (b->stall_at)
+        due = earliest(due, b->stall_at + cfg->slow_consumer_timeout);
+    if (cfg->idle_timeout)
+        due = earliest(due, b->msg_at + cfg->idle_timeout);
+    if (b->state == B_CLOSING)
+        due = earliest(due, b->end_at);
+    return due;
+}
+
+static void check_liveness(wsg_bridge *b, uint64_t now)
+{
+    const wsg_config *cfg = config_of(b);
+    wsg_counters *c = &b->proxy->counters;
+    wsg_upstream *u = b->up;
+
+    if (b->state == B_CLOSING && now >= b->end_at) {
+        bridge_end(b, "close handshake timed out");
+        return;
+    }
+    if (b->ping_at && now >= b->ping_at + cfg->pong_timeout) {
+        wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
+        close_both(b, WSG_WS_CLOSE_GOING_AWAY, "ping timeout", WSG_WS_CLOSE_GOING_AWAY,
+                   "client went away", "client did not answer a ping");
+        return;
+    }
+    if (u && u->state == U_OPEN && u->ping_at && now >= u->ping_at + cfg->pong_timeout) {
+        wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
+        bridge_upstream_failed(b, "backend did not answer a ping");
+        return;
+    }
+    if (b->stall_at && now >= b->stall_at + cfg->slow_consumer_timeout) {
+        wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
+        bridge_close_client(b, WSG_WS_CLOSE_POLICY, "slow consumer");
+        return;
+    }
+    if (u && u->stall_at && now >= u->stall_at + cfg->slow_consumer_timeout) {
+        wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
+        close_both(b, WSG_WS_CLOSE_INTERNAL, "backend not reading", WSG_WS_CLOSE_POLICY,
+                   "slow consumer", "backend stopped reading");
+        return;
+    }
+    if (cfg->idle_timeout && now >= b->msg_at + cfg->idle_timeout) {
+        wsg_count(c, WSG_C_IDLE_TIMEOUTS, 1);
+        close_both(b, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
+                   "idle timeout", "idle timeout");
+        return;
+    }
+    if (!b->ping_at && now >= b->rx_at + cfg->ping_interval)
+        ping_client(b, now);
+    if (b->state == B_ENDING)
+        return;
+    if (b->up && b->up->state == U_OPEN && !b->up->ping_at &&
+        now >= b->up->rx_at + cfg->ping_interval)
+        ping_backend(b, now);
+    if (b->state == B_ENDING)
+        return;
+    uint64_t due = next_check(b);
+    /* A ping that had to wait for a frame boundary is tried next tick. */
+    if (due <= now)
+        due = now + 1;
+    wsg_timer_schedule(b->proxy->worker, &b->timer, due);
+}
+
+static void on_timer(wsg_timer *t)
+{
+    wsg_bridge *b = wsg_container_of(t, wsg_bridge, timer);
+    uint64_t now = bridge_now(b);
+    switch ((bridge_state)b->state) {
+    case B_REQUEST:
+    case B_CONNECTING:
+    case B_ANSWERING:
+        upgrade_timeout(b);
+        break;
+    case B_OPEN:
+    case B_CLOSING:
+        check_liveness(b, now);
+        break;
+    case B_ENDING:
+        if (now >= b->end_at) {
+            bridge_release_upstream(b);
+            close_client_socket(b);
+        } else {
+            wsg_timer_schedule(b->proxy->worker, &b->timer, b->end_at);
+        }
+        break;
+    }
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+static void log_open(const wsg_bridge *b, const wsg_str path)
+{
+    char client[64];
+    char quoted[300];
+    wsg_peer_format(&b->peer, client, sizeof(client));
+    wsg_log_quote(quoted, sizeof(quoted), path.p, path.len);
+    wsg_log_info("connection open", "conn=%llu client=%s backend=%s path=%s",
+                 (unsigned long long)b->id, client, b->up->backend->id, quoted);
+}
+
+void bridge_open(wsg_bridge *b)
+{
+    uint64_t now = bridge_now(b);
+    const char *req = b->dial_request;
+    const char *sp = req ? strchr(req + 4, ' ') : NULL;
+    b->state = B_OPEN;
+    b->flags |= BF_ESTABLISHED;
+    b->rx_at = now;
+    b->msg_at = now;
+    b->up->rx_at = now;
+    wsg_count(&b->proxy->counters, WSG_C_CONNECTIONS_OPENED, 1);
+    log_open(b, sp ? wsg_str_make(req + 4, (size_t)(sp - req - 4)) : WSG_STR("?"));
+    bridge_sync_reading(b);
+    wsg_timer_schedule(b->proxy->worker, &b->timer, now + config_of(b)->ping_interval);
+    if (b->held) {
+        /* Frames the client sent before it saw our 101. */
+        wsg_buf *early = b->held;
+        b->held = NULL;
+        bridge_relay_from_client(b, wsg_buf_begin(early), wsg_buf_len(early));
+        free(early);
+    }
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+void wsg_proxy_refuse(int fd, const char *message)
+{
+    char answer[512];
+    size_t n = wsg_http_error_response(answer, sizeof(answer), 503, "Retry-After: 1\r\n", message);
+    ssize_t rc = send(fd, answer, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)rc;
+    close(fd);
+}
+
+static void refuse(wsg_proxy *p, int fd, const char *why)
+{
+    uint64_t now = uv_now(&p->worker->loop);
+    wsg_count(&p->counters, WSG_C_CONNECTIONS_REFUSED, 1);
+    if (now - p->refused_logged_at >= 1000) {
+        /* Once a second per worker at most: a flood must not flood the log. */
+        p->refused_logged_at = now;
+        wsg_log_warn("connection refused", "worker=%u why=\"%s\" clients=%ld",
+                     p->worker->index, why,
+                     atomic_load_explicit(&p->gw->clients, memory_order_relaxed));
+    }
+    wsg_proxy_refuse(fd, why);
+}
+
+void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
+{
+    wsg_gateway *gw = p->gw;
+    if (p->closing_all || atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
+        refuse(p, fd, "gateway is shutting down");
+        return;
+    }
+    if (!wsg_fd_budget_take(&gw->fds, 2)) {
+        refuse(p, fd, "gateway is at its file descriptor limit");
+        return;
+    }
+    long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
+    wsg_bridge *b = NULL;
+    if (before >= gw->max_clients || (b = calloc(1, sizeof(*b))) == NULL ||
+        wsg_sock_open(&p->worker->loop, &b->client, fd, on_client_event) < 0) {
+        free(b);
+        atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
+        wsg_fd_budget_give(&gw->fds, 2);
+        refuse(p, fd, before >= gw->max_clients ? "gateway is at its connection limit"
+                                                 : "out of memory");
+        return;
+    }
+    uint64_t now = uv_now(&p->worker->loop);
+    b->proxy = p;
+    b->handles = 1;
+    b->id = ++p->next_seq << 8 | (p->worker->index & 0xff);
+    b->opened_at = now;
+    b->rx_at = now;
+    b->close_code = WSG_WS_CLOSE_ABNORMAL;
+    b->state = B_REQUEST;
+    b->timer.fire = on_timer;
+    wsg_peer_set(&b->peer, peer);
+    wsg_list_insert_tail(&p->bridges, &b->link);
+    atomic_store_explicit(&p->live, wsg_proxy_live(p) + 1, memory_order_relaxed);
+    wsg_timer_schedule(p->worker, &b->timer, now + gw->cfg->handshake_timeout);
+    bridge_sync_reading(b);
+}
+
+void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)
+{
+    memset(p, 0, sizeof(*p));
+    p->worker = w;
+    p->gw = gw;
+    wsg_list_init(&p->bridges);
+    p->from_client = (wsg_ws_policy){
+        .max_message = gw->cfg->max_message_size,
+        .from_client = true,
+        .remask = true,
+        .validate_utf8 = gw->cfg->validate_utf8,
+    };
+    p->from_backend = (wsg_ws_policy){
+        .max_message = gw->cfg->max_message_size,
+        .from_client = false,
+        .remask = false,
+        .validate_utf8 = gw->cfg->validate_utf8,
+    };
+}
+
+void wsg_proxy_close_all(wsg_proxy *p, bool now)
+{
+    p->closing_all = true;
+    for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next) {
+        wsg_bridge *b = wsg_container_of(it, wsg_bridge, link);
+        if (relaying(b))
+            close_both(b, WSG_WS_CLOSE_GOING_AWAY, "gateway shutting down",
+                       WSG_WS_CLOSE_GOING_AWAY, "gateway shutting down", "gateway shutdown");
+        else
+            bridge_end(b, "gateway shutdown");
+        if (now) {
+            /* One last try to hand over what is queued, then close. */
+            if (b->up)
+                wsg_sock_flush(&b->up->sock);
+            bridge_release_upstream(b);
+            wsg_sock_flush(&b->client);
+            close_client_socket(b);
+        }
+    }
+}
+
+unsigned wsg_gateway_connections(const wsg_gateway *gw)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < gw->proxy_count; i++)
+        n += wsg_proxy_live(gw->proxies[i]);
+    return n;
+}

@@ -1,0 +1,75 @@
+/* WebSocket proxying: client upgrade, backend dial and handshake, and the
+ * frame-aware bridge between the two.
+ *
+ * A wsg_gateway is the process-wide context (configuration, registry,
+ * limits), read-mostly and shared by all workers. A wsg_proxy is one
+ * worker's share: its connections, counters and policies; only that
+ * worker's thread touches it, except the `live` count and the counters,
+ * which other threads may read.
+ */
+#ifndef WSG_PROXY_H
+#define WSG_PROXY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/list.h"
+#include "metrics/metrics.h"
+#include "net/net.h"
+#include "registry/registry.h"
+#include "ws/ws.h"
+
+typedef struct wsg_gateway {
+    const wsg_config *cfg;
+    wsg_registry *registry;
+    wsg_fd_budget fds;
+    atomic_long clients;     /* WebSocket clients now, all workers */
+    long max_clients;        /* from --max-connections and the file limit */
+    wsg_cidr *trusted;       /* proxies whose X-Forwarded-For is believed */
+    size_t trusted_count;
+    uint8_t ping_token[4];   /* marks the gateway's own pings */
+    atomic_bool draining;    /* shutting down: no new sessions, readiness 503 */
+    uint64_t started_ms;     /* wall clock, for uptime */
+    struct wsg_proxy **proxies; /* every worker's share, for totals */
+    unsigned proxy_count;
+} wsg_gateway;
+
+typedef struct wsg_proxy {
+    wsg_counters counters;
+    wsg_worker *worker;
+    wsg_gateway *gw;
+    wsg_ws_policy from_client;
+    wsg_ws_policy from_backend;
+    wsg_list bridges;        /* every connection of this worker */
+    atomic_uint live;        /* entries in `bridges` */
+    uint64_t next_seq;
+    uint64_t refused_logged_at;
+    bool closing_all;
+} wsg_proxy;
+
+/* Sets up a worker's proxy state; call on the worker's thread. */
+void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w);
+
+/* Takes a new client connection from the WebSocket listener. */
+void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer);
+
+/* Ends every connection: each client gets 1001 and each backend 1001 at the
+ * next frame boundary, then sockets close once flushed (or at once when
+ * `now` is true). Further accepts are refused. */
+void wsg_proxy_close_all(wsg_proxy *p, bool now);
+
+static inline unsigned wsg_proxy_live(const wsg_proxy *p)
+{
+    return atomic_load_explicit(&p->live, memory_order_relaxed);
+}
+
+/* Connections of every worker, read from any thread. */
+unsigned wsg_gateway_connections(const wsg_gateway *gw);
+
+/* Writes a short 503 answer to a descriptor we cannot serve and closes it;
+ * never blocks. */
+void wsg_proxy_refuse(int fd, const char *message);
+
+#endif
