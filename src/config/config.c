@@ -354,14 +354,16 @@ static char *trim(char *s)
 static int load_file(loader *ld, const char *path)
 {
     FILE *f = fopen(path, "r");
-    char raw[8192];
+    char *raw = NULL;
+    size_t cap = 0;
     int line = 0;
+    int rc = -1;
     if (f == NULL) {
         fail(ld, "cannot read the env file %s (--env-file, %s): %s", path, ENV_FILE_VAR,
              strerror(errno));
         return -1;
     }
-    while (fgets(raw, sizeof(raw), f)) {
+    while (getline(&raw, &cap, f) >= 0) {
         line++;
         char *s = trim(raw);
         if (*s == '\0' || *s == '#')
@@ -370,9 +372,8 @@ static int load_file(loader *ld, const char *path)
             s = trim(s + 7);
         char *eq = strchr(s, '=');
         if (eq == NULL) {
-            fail(ld, "%s line %d: expected KEY=VALUE, found \"%s\"", path, line, s);
-            fclose(f);
-            return -1;
+            fail(ld, "%s line %d: expected KEY=VALUE, found \"%.60s\"", path, line, s);
+            goto out;
         }
         *eq = '\0';
         char *key = trim(s);
@@ -392,12 +393,14 @@ static int load_file(loader *ld, const char *path)
         if (apply(ld, o, value, SRC_FILE, line) < 0) {
             size_t n = strlen(ld->err);
             snprintf(ld->err + n, ld->errlen - n, " (file %s)", path);
-            fclose(f);
-            return -1;
+            goto out;
         }
     }
+    rc = 0;
+out:
+    free(raw);
     fclose(f);
-    return 0;
+    return rc;
 }
 
 static int load_env(loader *ld, char **envp)

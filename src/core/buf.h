@@ -29,8 +29,9 @@ typedef struct wsg_buf {
     uint8_t data[];
 } wsg_buf;
 
-/* Largest buffer the type can describe; callers bound themselves far below. */
-#define WSG_BUF_MAX ((size_t)UINT32_MAX - 64)
+/* Largest buffer: capacities are powers of two that fit the 32-bit fields.
+ * Callers bound themselves far below. */
+#define WSG_BUF_MAX ((size_t)1 << 31)
 
 static inline size_t wsg_buf_len(const wsg_buf *b)
 {

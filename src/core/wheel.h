@@ -41,8 +41,8 @@ typedef void (*wsg_wheel_fire_cb)(wsg_wheel_node *node, void *ctx);
 
 void wsg_wheel_init(wsg_wheel *w, uint64_t tick_ms, uint64_t now);
 
-/* (Re)schedules node to fire at `due`; a due time in the past fires on the
- * next advance. */
+/* (Re)schedules node to fire at `due`; a due time in the past fires at the
+ * next tick. */
 void wsg_wheel_schedule(wsg_wheel *w, wsg_wheel_node *node, uint64_t due);
 
 /* Unschedules node; harmless when it is not scheduled. */

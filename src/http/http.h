@@ -91,8 +91,8 @@ long wsg_http_reader_body(wsg_http_reader *r, const char *data, size_t len,
  * properly (a close-delimited body), -400 otherwise. */
 int wsg_http_reader_eof(wsg_http_reader *r);
 
-/* True when the head needs no body walk (no length, not chunked, and for
- * requests that means no body). */
+/* True when a body follows the head: chunked, a non-zero length, or, for a
+ * response without a length, everything until EOF. */
 bool wsg_http_head_has_body(const wsg_http_head *h, enum http_parser_type type);
 
 /* Finds a header by name (case-insensitive); returns its value or an empty

@@ -16,28 +16,54 @@ static wsg_http_reader *reader_of(http_parser *p)
 }
 
 /* Extends the span when http-parser continues a piece it had begun in an
- * earlier call, else starts a new one. */
-static void record(wsg_http_reader *r, wsg_http_span *span, const char *at, size_t len)
+ * earlier call, else starts a new one. A piece that resumes somewhere else
+ * is a folded header line (obs-fold), which RFC 9112 section 5.2 lets a
+ * server reject: returns -1 then. */
+static int record(wsg_http_reader *r, wsg_http_span *span, const char *at, size_t len)
 {
     uint32_t off = (uint32_t)(at - r->base);
-    if (span->len > 0 && span->off + span->len == off)
-        span->len += (uint32_t)len;
-    else if (span->len == 0)
+    if (span->len == 0) {
         *span = (wsg_http_span){off, (uint32_t)len};
-    else
-        span->len += (uint32_t)len; /* cannot happen: heads are contiguous */
+        return 0;
+    }
+    if (span->off + span->len != off) {
+        r->error = -400;
+        return -1;
+    }
+    span->len += (uint32_t)len;
+    return 0;
+}
+
+/* RFC 9110 section 5.6.2: field names are tokens. http-parser, built
+ * lenient, lets spaces through ("Content-Length : 5"), a smuggling risk. */
+static bool is_token(const char *p, size_t n)
+{
+    static const char specials[] = "!#$%&'*+-.^_`|~";
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  (c != '\0' && strchr(specials, c) != NULL);
+        if (!ok)
+            return false;
+    }
+    return true;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     wsg_http_reader *r = reader_of(p);
-    record(r, &r->url, at, len);
-    return 0;
+    return record(r, &r->url, at, len);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     wsg_http_reader *r = reader_of(p);
+    if (r->head_done)
+        return 0; /* trailers of a chunked body: not kept */
+    if (!is_token(at, len)) {
+        r->error = -400;
+        return -1;
+    }
     if (r->in_value || r->count == 0) {
         if (r->count == WSG_HTTP_MAX_HEADERS) {
             r->error = -431;
@@ -48,18 +74,18 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         r->values[r->count - 1] = (wsg_http_span){0, 0};
         r->in_value = false;
     }
-    record(r, &r->names[r->count - 1], at, len);
-    return 0;
+    return record(r, &r->names[r->count - 1], at, len);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     wsg_http_reader *r = reader_of(p);
+    if (r->head_done)
+        return 0;
     r->in_value = true;
     if (r->count == 0)
         return -1;
-    record(r, &r->values[r->count - 1], at, len);
-    return 0;
+    return record(r, &r->values[r->count - 1], at, len);
 }
 
 static int on_headers_complete(http_parser *p)
@@ -183,8 +209,8 @@ int wsg_http_reader_head(wsg_http_reader *r, const char *buf, size_t len, wsg_ht
 long wsg_http_reader_body(wsg_http_reader *r, const char *data, size_t len,
                           void (*body_cb)(void *ctx, const char *at, size_t len), void *ctx)
 {
-    if (r->error)
-        return r->error;
+    if (r->error || !r->head_done)
+        return r->error ? r->error : -400;
     if (r->body_done || len == 0)
         return 0;
     r->on_body = body_cb;
@@ -210,6 +236,9 @@ long wsg_http_reader_body(wsg_http_reader *r, const char *data, size_t len,
         r->error = -400;
         return r->error;
     }
+    /* Stay paused between calls, as after the head, so that eof and
+     * later calls find the parser in one known state. */
+    http_parser_pause(&r->parser, 1);
     return (long)n;
 }
 
@@ -217,14 +246,20 @@ int wsg_http_reader_eof(wsg_http_reader *r)
 {
     if (r->body_done)
         return 0;
+    /* http-parser asserts when unpaused in an error state. */
+    if (r->error || !r->head_done || HTTP_PARSER_ERRNO(&r->parser) != HPE_PAUSED) {
+        r->error = -400;
+        return r->error;
+    }
     http_parser_pause(&r->parser, 0);
     if (r->lf_pending) {
         r->lf_pending = false;
         http_parser_execute(&r->parser, &settings, "\n", 1);
-        if (r->body_done)
-            return 0;
     }
-    http_parser_execute(&r->parser, &settings, NULL, 0);
+    if (!r->body_done)
+        http_parser_execute(&r->parser, &settings, NULL, 0);
+    if (!r->body_done)
+        r->error = -400;
     return r->body_done ? 0 : -400;
 }
 

@@ -103,7 +103,7 @@ static int check_request(const wsg_http_head *h, const char **msg, const char **
     if (!wsg_str_list_has_token(wsg_http_header_get(h, WSG_STR("Upgrade")),
                                 WSG_STR("websocket"))) {
         *msg = "this port serves WebSocket upgrades only";
-        *extra = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+        *extra = "Upgrade: websocket\r\n";
         return 426;
     }
     if (!wsg_str_list_has_token(wsg_http_header_get(h, WSG_STR("Connection")),

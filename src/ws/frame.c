@@ -125,8 +125,12 @@ size_t wsg_ws_close_frame(uint8_t *out, uint16_t code, const char *reason, wsg_r
 {
     uint8_t payload[WSG_WS_MAX_CONTROL_PAYLOAD];
     size_t rlen = reason ? strlen(reason) : 0;
-    if (rlen > WSG_WS_MAX_CONTROL_PAYLOAD - 2)
+    if (rlen > WSG_WS_MAX_CONTROL_PAYLOAD - 2) {
         rlen = WSG_WS_MAX_CONTROL_PAYLOAD - 2;
+        /* Cut between characters: a reason must stay valid UTF-8. */
+        while (rlen > 0 && ((unsigned char)reason[rlen] & 0xc0) == 0x80)
+            rlen--;
+    }
     payload[0] = (uint8_t)(code >> 8);
     payload[1] = (uint8_t)code;
     if (rlen)

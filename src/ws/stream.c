@@ -135,12 +135,16 @@ static void begin_data_frame(wsg_ws_stream *s, const wsg_ws_policy *pol, wsg_ran
     s->flags = (uint8_t)((s->flags & ~WSG_WS_S_FRAME_FIN) | (h->fin ? WSG_WS_S_FRAME_FIN : 0));
     s->frame_left = h->len;
     s->phase = 0;
-    s->flags &= (uint8_t)~WSG_WS_S_REKEY;
-    if (pol->remask && h->masked) {
+    s->flags &= (uint8_t) ~(WSG_WS_S_REKEY | WSG_WS_S_MASKED);
+    if (h->masked) {
+        s->flags |= WSG_WS_S_MASKED;
         memcpy(s->old_key, h->mask, 4);
-        wsg_rand_bytes(rng, s->new_key, 4);
-        memcpy(p + h->size - 4, s->new_key, 4);
-        s->flags |= WSG_WS_S_REKEY;
+        memcpy(s->new_key, h->mask, 4);
+        if (pol->remask) {
+            wsg_rand_bytes(rng, s->new_key, 4);
+            memcpy(p + h->size - 4, s->new_key, 4);
+            s->flags |= WSG_WS_S_REKEY;
+        }
     }
 }
 
@@ -148,25 +152,25 @@ static void begin_data_frame(wsg_ws_stream *s, const wsg_ws_policy *pol, wsg_ran
  * Returns false when the text is not UTF-8. */
 static bool pass_payload(wsg_ws_stream *s, const wsg_ws_policy *pol, uint8_t *p, size_t n)
 {
-    bool check = needs_utf8_check(s, pol);
-    if (s->flags & WSG_WS_S_REKEY) {
-        if (check) {
+    bool masked = s->flags & WSG_WS_S_MASKED;
+    if (needs_utf8_check(s, pol)) {
+        /* The text is checked in the clear, then masked with the key it is
+         * forwarded with. */
+        if (masked)
             wsg_ws_mask(p, n, s->old_key, s->phase);
-            s->utf8 = wsg_utf8_feed(s->utf8, p, n);
-            if (s->utf8 == WSG_UTF8_BAD)
-                return false;
-            s->phase = (uint8_t)wsg_ws_mask(p, n, s->new_key, s->phase);
-        } else {
-            uint8_t delta[4];
-            for (int i = 0; i < 4; i++)
-                delta[i] = s->old_key[i] ^ s->new_key[i];
-            s->phase = (uint8_t)wsg_ws_mask(p, n, delta, s->phase);
-        }
-    } else if (check) {
         s->utf8 = wsg_utf8_feed(s->utf8, p, n);
         if (s->utf8 == WSG_UTF8_BAD)
             return false;
+        if (masked)
+            wsg_ws_mask(p, n, s->new_key, s->phase);
+    } else if (s->flags & WSG_WS_S_REKEY) {
+        /* One pass: XOR with old^new unmasks and masks at once. */
+        uint8_t delta[4];
+        for (int i = 0; i < 4; i++)
+            delta[i] = s->old_key[i] ^ s->new_key[i];
+        wsg_ws_mask(p, n, delta, s->phase);
     }
+    s->phase = (uint8_t)((s->phase + n) & 3);
     s->frame_left -= n;
     return true;
 }

@@ -149,6 +149,7 @@ enum {
     WSG_WS_S_COMPRESSED = 8,  /* the current message has RSV1 (deflate) */
     WSG_WS_S_DEFLATE = 16,    /* permessage-deflate was agreed: RSV1 allowed */
     WSG_WS_S_REKEY = 32,      /* the current frame is re-masked */
+    WSG_WS_S_MASKED = 64,     /* the current frame is masked */
 };
 
 typedef enum wsg_ws_span_kind {
