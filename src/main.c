@@ -167,6 +167,11 @@ static void on_watch(uv_timer_t *t)
     }
 }
 
+static const char *signal_name(int signum)
+{
+    return signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     app *a = h->data;
@@ -175,7 +180,7 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     if (a->stage != RUNNING) {
-        wsg_log_warn("second signal: closing at once", "signal=%s", strsignal(signum));
+        wsg_log_warn("second signal: closing at once", "signal=%s", signal_name(signum));
         start_closing(a, CMD_CLOSE_ALL | CMD_ABORT);
         return;
     }
@@ -183,7 +188,7 @@ static void on_signal(uv_signal_t *h, int signum)
     atomic_store(&a->gw.draining, true);
     a->drain_deadline = uv_now(a->loop) + a->cfg.shutdown_timeout;
     wsg_log_info("shutdown requested: no new connections, draining", "signal=%s connections=%u "
-                 "drain_ms=%llu", strsignal(signum), live_connections(a),
+                 "drain_ms=%llu", signal_name(signum), live_connections(a),
                  (unsigned long long)a->cfg.shutdown_timeout);
     post_all(a, CMD_STOP_ACCEPT);
     uv_timer_start(&a->watch, on_watch, 0, 100);

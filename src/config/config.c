@@ -164,8 +164,27 @@ static const char *source_name(source src, char *buf, size_t len, int line)
     }
 }
 
+/* Writes a duration in the largest unit that shows it exactly: 86400000 is
+ * "24h", 1500 is "1500ms". */
+static void format_duration(uint64_t ms, char *buf, size_t len)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {{"h", 3600000}, {"m", 60000}, {"s", 1000}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms && ms % units[i].mult == 0) {
+            snprintf(buf, len, "%llu%s", (unsigned long long)(ms / units[i].mult), units[i].unit);
+            return;
+        }
+    }
+    snprintf(buf, len, "%llums", (unsigned long long)ms);
+}
+
 static void describe_expected(const wsg_option *o, char *buf, size_t len)
 {
+    char lo[32];
+    char hi[32];
     switch (o->type) {
     case OPT_PORT:
         snprintf(buf, len, "a port number from %llu to %llu", (unsigned long long)o->min,
@@ -176,10 +195,12 @@ static void describe_expected(const wsg_option *o, char *buf, size_t len)
                  (unsigned long long)o->max);
         break;
     case OPT_DURATION:
+        format_duration(o->min, lo, sizeof(lo));
+        format_duration(o->max, hi, sizeof(hi));
         snprintf(buf, len,
                  "a duration like 250ms, 10s, 5m or 1h (a bare number is milliseconds) "
-                 "from %llums to %llums",
-                 (unsigned long long)o->min, (unsigned long long)o->max);
+                 "from %s to %s",
+                 lo, hi);
         break;
     case OPT_SIZE:
         snprintf(buf, len, "a size like 64KiB or 16MiB (a bare number is bytes) from %llu to "
@@ -603,6 +624,27 @@ void wsg_config_free(wsg_config *cfg)
     cfg->env_file = NULL;
 }
 
+/* Prints text in lines of at most `width` columns, indented. */
+static void print_wrapped(FILE *out, const char *text, int indent, int width)
+{
+    const char *p = text;
+    while (*p) {
+        int room = width - indent;
+        int n = (int)strlen(p);
+        if (n > room) {
+            n = room;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0)
+                n = room;
+        }
+        fprintf(out, "%*s%.*s\n", indent, "", n, p);
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+}
+
 void wsg_config_print_help(void *outp)
 {
     FILE *out = outp;
@@ -623,16 +665,14 @@ void wsg_config_print_help(void *outp)
             WSG_VERSION, ENV_FILE_VAR, DEFAULT_ENV_FILE);
     for (size_t i = 0; i < wsg_option_count; i++) {
         const wsg_option *o = &wsg_options[i];
-        char lhs[64];
-        snprintf(lhs, sizeof(lhs), "--%s %s", o->flag, o->metavar);
-        fprintf(out, "  %-34s %s\n", lhs, o->help);
-        fprintf(out, "  %-34s env %s, default %s\n", "", o->env,
-                o->def ? (o->def[0] ? o->def : "(empty)") : "(unset)");
+        fprintf(out, "  --%s %s  (env %s, default %s)\n", o->flag, o->metavar, o->env,
+                o->def ? (o->def[0] ? o->def : "empty") : "unset");
+        print_wrapped(out, o->help, 8, 78);
     }
     fprintf(out,
-            "  %-34s read options from this KEY=VALUE file [env %s]\n"
-            "  %-34s show this help and exit\n"
-            "  %-34s show the version and exit\n"
+            "  %s  (env %s)\n        read options from this KEY=VALUE file\n"
+            "  %s\n        show this help and exit\n"
+            "  %s\n        show the version and exit\n"
             "\n"
             "Example:\n"
             "  wsgate --backend 127.0.0.1:3001 --backend 127.0.0.1:3002 --ws-port 9000\n"

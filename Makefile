@@ -1,0 +1,58 @@
+# wsgate's front door. `make run` and `make test` install what they need
+# (Debian packages), build with Meson, and go.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PYTHON     := /usr/bin/python3
+PYTEST     := $(PYTHON) -m pytest -q -p no:cacheprovider
+
+.PHONY: all build run test test-unit test-integration asan test-asan deps deps-test clean format
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+deps-test:
+	@scripts/install-deps.sh test
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+$(ASAN_BUILD)/build.ninja:
+	CC=gcc meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined \
+		-Db_lundef=false
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+# Starts the example echo backend and the gateway on its defaults.
+run: build
+	scripts/run-demo.sh
+
+# Everything CI runs: unit and integration tests, then the same under
+# AddressSanitizer and UndefinedBehaviorSanitizer.
+test: deps-test build
+	$(MAKE) --no-print-directory test-unit test-integration
+	$(MAKE) --no-print-directory test-asan
+
+test-unit:
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+test-integration:
+	WSGATE_BIN=$(CURDIR)/$(BUILD)/wsgate $(PYTEST) tests/integration
+
+asan: deps-test $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+test-asan: asan
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		WSGATE_BIN=$(CURDIR)/$(ASAN_BUILD)/wsgate WSGATE_SANITIZED=1 $(PYTEST) tests/integration
+
+format:
+	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'bench/*.c')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
