@@ -217,6 +217,11 @@ static void ensure_auth_key(wsg_config *cfg)
     cfg->auth_key = strdup(key);
     if (cfg->auth_key == NULL)
         abort();
+    if (cfg->log_format == WSG_LOG_JSON) {
+        wsg_log_warn("GATEWAY_AUTH_KEY is not set; generated one for this run, shown only now",
+                     "key=%s", cfg->auth_key);
+        return;
+    }
     fprintf(stderr,
             "wsgate: WARNING: GATEWAY_AUTH_KEY is not set; generated one for this run:\n"
             "\n    %s\n\n"
@@ -261,6 +266,12 @@ static uint64_t wall_ms(void)
 static int open_listeners(app *a)
 {
     char err[256];
+    if (!a->cfg.reuse_port &&
+        (wsg_listen_probe(a->cfg.bind, a->cfg.ws_port, err, sizeof(err)) < 0 ||
+         wsg_listen_probe(a->cfg.bind, a->cfg.http_port, err, sizeof(err)) < 0)) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return -1;
+    }
     for (unsigned i = 0; i < a->threads; i++) {
         slot *s = &a->slots[i];
         s->ws_fd = wsg_listen_socket(a->cfg.bind, a->cfg.ws_port, (int)a->cfg.listen_backlog, err,

@@ -1,5 +1,6 @@
 #include "config/config_int.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -464,8 +465,8 @@ static int parse_flag(loader *ld, int argc, char **argv, int i, const wsg_option
         *value = eq + 1;
         return i;
     }
-    if ((*opt)->type == OPT_BOOL) {
-        *value = "true";
+    if ((*opt)->type == OPT_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
+        *value = "true"; /* a boolean flag alone means true */
         return i;
     }
     if (i + 1 >= argc) {
@@ -542,6 +543,12 @@ static int validate(loader *ld)
             fail(ld, "GATEWAY_AUTH_KEY (--gateway-auth-key) %s", why);
             return -1;
         }
+    }
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, cfg->bind, addr) != 1 && inet_pton(AF_INET6, cfg->bind, addr) != 1) {
+        fail(ld, "invalid value \"%s\" for WSGATE_BIND (--bind): expected an IPv4 or IPv6 "
+             "address such as 0.0.0.0, 127.0.0.1 or ::", cfg->bind);
+        return -1;
     }
     if (cfg->ws_port == cfg->http_port) {
         fail(ld, "WS_PORT (--ws-port) and WEBSRV_PORT (--websrv-port) are both %u; give them "

@@ -26,6 +26,7 @@ typedef struct wsg_config {
     uint32_t threads; /* 0 = one per core, resolved by the caller */
     uint32_t max_connections; /* 0 = as many as the file limit allows */
     uint32_t listen_backlog;
+    bool reuse_port; /* share the ports with other processes */
 
     /* security */
     char *auth_key; /* NULL: generate one at start */

@@ -16,6 +16,9 @@ const wsg_option wsg_options[] = {
      "N", "worker threads, each with its own event loop (0: one per core)"},
     {"max-connections", "WSGATE_MAX_CONNECTIONS", OPT_UINT, AT(max_connections), "0", 0,
      10000000, "N", "proxied client connections at most (0: as the file limit allows)"},
+    {"reuse-port", "WSGATE_REUSE_PORT", OPT_BOOL, AT(reuse_port), "false", 0, 0, "BOOL",
+     "let other wsgate processes listen on the same ports (SO_REUSEPORT), to run several "
+     "per machine; otherwise a port already in use stops the start"},
     {"listen-backlog", "WSGATE_LISTEN_BACKLOG", OPT_UINT, AT(listen_backlog), "4096", 16,
      65535, "N", "pending connections the kernel queues per listener"},
     {"gateway-auth-key", "GATEWAY_AUTH_KEY", OPT_STRING, AT(auth_key), NULL, 0, 0,

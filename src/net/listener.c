@@ -18,6 +18,47 @@
  * a listener that stays readable. */
 #define RETRY_AFTER_EMFILE_MS 250
 
+static void describe_bind_error(int e, const struct sockaddr_storage *addr, char *err,
+                                size_t errlen)
+{
+    char where[80];
+    wsg_addr_format((const struct sockaddr *)addr, where, sizeof(where));
+    snprintf(err, errlen, "cannot listen on %s: %s%s", where, strerror(e),
+             e == EADDRINUSE ? " (another program holds the port; choose another with "
+                               "--ws-port / --websrv-port, or --reuse-port to share it with "
+                               "another wsgate)"
+                             : "");
+}
+
+int wsg_listen_probe(const char *host, uint16_t port, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int one = 1;
+    if (wsg_addr_parse(host, port, &addr, &len) < 0) {
+        snprintf(err, errlen, "cannot listen on \"%s\": not an IPv4 or IPv6 address (--bind)",
+                 host);
+        return -EINVAL;
+    }
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot create a socket: %s", strerror(e));
+        return -e;
+    }
+    /* SO_REUSEADDR only, so that sockets in TIME_WAIT do not count, but a
+     * listener of any kind does. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = bind(fd, (struct sockaddr *)&addr, len);
+    int e = errno;
+    close(fd);
+    if (rc < 0) {
+        describe_bind_error(e, &addr, err, errlen);
+        return -e;
+    }
+    return 0;
+}
+
 int wsg_listen_socket(const char *host, uint16_t port, int backlog, char *err, size_t errlen)
 {
     struct sockaddr_storage addr;
@@ -38,12 +79,7 @@ int wsg_listen_socket(const char *host, uint16_t port, int backlog, char *err, s
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
         int e = errno;
-        char where[80];
-        wsg_addr_format((struct sockaddr *)&addr, where, sizeof(where));
-        snprintf(err, errlen, "cannot listen on %s: %s%s", where, strerror(e),
-                 e == EADDRINUSE ? " (another program holds the port; choose another with "
-                                   "--ws-port / --websrv-port)"
-                                 : "");
+        describe_bind_error(e, &addr, err, errlen);
         close(fd);
         return -e;
     }

@@ -217,11 +217,16 @@ struct wsg_listener {
     void *data;
 };
 
-/* Creates a listening socket with SO_REUSEPORT, so that each worker (and
- * each wsgate process) has its own accept queue on the same port. Returns
- * the descriptor, or a negative errno with err describing it. Called on the
- * main thread so that a bad address fails the start. */
+/* Creates a listening socket with SO_REUSEPORT, so that each worker has
+ * its own accept queue on the same port. Returns the descriptor, or a
+ * negative errno with err describing it. Called on the main thread so that
+ * a bad address fails the start. */
 int wsg_listen_socket(const char *host, uint16_t port, int backlog, char *err, size_t errlen);
+
+/* Fails with EADDRINUSE when anything listens on host:port already, even
+ * another process with SO_REUSEPORT, which would otherwise share the port
+ * silently. Returns 0 or a negative errno with err describing it. */
+int wsg_listen_probe(const char *host, uint16_t port, char *err, size_t errlen);
 
 /* Starts accepting on fd in w's loop (worker thread). */
 int wsg_listener_start(wsg_listener *l, wsg_worker *w, int fd, wsg_accept_cb cb);
