@@ -15,7 +15,9 @@
 #include "core/log.h"
 #include "net/net.h"
 #include "proxy/proxy.h"
+#include "registry/health.h"
 #include "registry/registry.h"
+#include "registry/sessions.h"
 
 /* Timer wheel resolution: fine enough for sub-second test timeouts, coarse
  * enough to cost nothing. */
@@ -29,6 +31,7 @@ enum {
     CMD_STOP_ACCEPT = 1, /* close the WebSocket listener */
     CMD_CLOSE_ALL = 2,   /* close every connection with 1001 and stop */
     CMD_ABORT = 4,       /* the same, without waiting for flushes */
+    CMD_BACKENDS = 8,    /* the registry changed: move sessions off dead backends */
 };
 
 enum stage { RUNNING, DRAINING, CLOSING };
@@ -49,6 +52,8 @@ typedef struct slot {
 typedef struct app {
     wsg_config cfg;
     wsg_registry registry;
+    wsg_sessions sessions;
+    wsg_health *health;
     wsg_gateway gw;
     slot *slots;
     unsigned threads;
@@ -57,6 +62,7 @@ typedef struct app {
     uv_signal_t sigint;
     uv_signal_t sighup;
     uv_timer_t watch;
+    uv_timer_t housekeeping; /* heartbeat expiry, session expiry */
     enum stage stage;
     uint64_t drain_deadline;
     uint64_t close_deadline;
@@ -99,6 +105,8 @@ static void check_exit(uv_timer_t *t)
 static void worker_command(wsg_worker *w, unsigned cmd)
 {
     slot *s = w->app;
+    if (cmd & CMD_BACKENDS)
+        wsg_proxy_backends_changed(&s->proxy);
     if (cmd & (CMD_STOP_ACCEPT | CMD_CLOSE_ALL | CMD_ABORT))
         wsg_listener_close(&s->ws_listener);
     if (!(cmd & (CMD_CLOSE_ALL | CMD_ABORT)))
@@ -140,6 +148,9 @@ static void start_closing(app *a, unsigned cmd)
 
 static void stop_main_loop(app *a)
 {
+    wsg_health_stop(a->health);
+    a->health = NULL;
+    uv_close((uv_handle_t *)&a->housekeeping, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sighup, NULL);
@@ -192,6 +203,25 @@ static void on_signal(uv_signal_t *h, int signum)
                  (unsigned long long)a->cfg.shutdown_timeout);
     post_all(a, CMD_STOP_ACCEPT);
     uv_timer_start(&a->watch, on_watch, 0, 100);
+}
+
+/* ---- the registry's clock -------------------------------------------------- */
+
+static void registry_changed(void *ctx)
+{
+    post_all(ctx, CMD_BACKENDS);
+}
+
+/* Every HEARTBEAT_INTERVAL: backends whose heartbeats stopped go, sticky
+ * sessions idle past SESSION_TIMEOUT are forgotten, and in drain-mode
+ * finish the workers look for sessions whose drain budget is over. */
+static void on_housekeeping(uv_timer_t *t)
+{
+    app *a = t->data;
+    wsg_registry_expire(&a->registry);
+    wsg_sessions_expire(&a->sessions, wsg_registry_mono_ms(), a->cfg.session_timeout);
+    if (strcmp(a->cfg.drain_mode, "finish") == 0)
+        post_all(a, CMD_BACKENDS);
 }
 
 /* ---- start-up ------------------------------------------------------------ */
@@ -301,8 +331,11 @@ static int setup(app *a)
                 "or CIDR like 10.0.0.0/8\n", bad);
         return 2;
     }
+    wsg_sessions_init(&a->sessions, a->cfg.session_max);
+    wsg_registry_on_change(&a->registry, registry_changed, a);
     a->gw.cfg = &a->cfg;
     a->gw.registry = &a->registry;
+    a->gw.sessions = &a->sessions;
     a->gw.started_ms = wall_ms();
     atomic_init(&a->gw.clients, 0);
     atomic_init(&a->gw.draining, false);
@@ -366,6 +399,7 @@ static void teardown(app *a)
     free(a->slots);
     free(a->gw.proxies);
     free(a->gw.trusted);
+    wsg_sessions_deinit(&a->sessions);
     wsg_registry_deinit(&a->registry);
     wsg_config_free(&a->cfg);
 }
@@ -386,6 +420,8 @@ int main(int argc, char **argv, char **envp)
     ensure_auth_key(&a.cfg);
     int rc = setup(&a);
     if (rc != 0) {
+        if (a.sessions.buckets)
+            wsg_sessions_deinit(&a.sessions);
         wsg_registry_deinit(&a.registry);
         wsg_config_free(&a.cfg);
         return rc;
@@ -395,7 +431,11 @@ int main(int argc, char **argv, char **envp)
     uv_signal_init(a.loop, &a.sigint);
     uv_signal_init(a.loop, &a.sighup);
     uv_timer_init(a.loop, &a.watch);
-    a.sigterm.data = a.sigint.data = a.sighup.data = a.watch.data = &a;
+    uv_timer_init(a.loop, &a.housekeeping);
+    a.sigterm.data = a.sigint.data = a.sighup.data = a.watch.data = a.housekeeping.data = &a;
+    uv_timer_start(&a.housekeeping, on_housekeeping, a.cfg.heartbeat_interval,
+                   a.cfg.heartbeat_interval);
+    a.health = wsg_health_start(a.loop, &a.registry, &a.cfg);
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
     uv_signal_start(&a.sighup, on_signal, SIGHUP);

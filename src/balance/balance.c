@@ -1,9 +1,15 @@
+/* The policy table and what the policies share. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "balance/balance.h"
 
 static const wsg_balancer_ops *const policies[] = {
     &wsg_balance_round_robin,
+    &wsg_balance_least_conn,
+    &wsg_balance_p2c,
+    &wsg_balance_chash,
 };
 
 const wsg_balancer_ops *wsg_balance_find(const char *name)
@@ -13,4 +19,35 @@ const wsg_balancer_ops *wsg_balance_find(const char *name)
             return policies[i];
     }
     return NULL;
+}
+
+const char *wsg_balance_names(void)
+{
+    return "round-robin, least-connections, power-of-two, consistent-hash";
+}
+
+int wsg_balance_cmp_load(const wsg_balance_node *a, const wsg_balance_node *b)
+{
+    /* load_a / weight_a < load_b / weight_b, without division. */
+    uint64_t x = (uint64_t)a->load * (b->weight ? b->weight : 1);
+    uint64_t y = (uint64_t)b->load * (a->weight ? a->weight : 1);
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+uint64_t wsg_balance_hash(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    /* FNV alone clusters keys that differ in their last bytes
+     * ("c1", "c2", ...); this finaliser spreads them. */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
 }

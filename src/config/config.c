@@ -211,6 +211,9 @@ static void describe_expected(const wsg_option *o, char *buf, size_t len)
     case OPT_BOOL:
         snprintf(buf, len, "true or false");
         break;
+    case OPT_DOUBLE:
+        snprintf(buf, len, "a number from %g to %g", (double)o->min / 1000, (double)o->max / 1000);
+        break;
     case OPT_LOG_LEVEL:
         snprintf(buf, len, "error, warn, info or debug");
         break;
@@ -303,6 +306,14 @@ static int apply(loader *ld, const wsg_option *o, const char *value, source src,
     case OPT_BOOL:
         ok = parse_bool(value, (bool *)field) == 0;
         break;
+    case OPT_DOUBLE: {
+        char *end;
+        double d = strtod(value, &end);
+        ok = *value && *end == '\0' && d * 1000 >= (double)o->min && d * 1000 <= (double)o->max;
+        if (ok)
+            *(double *)field = d;
+        break;
+    }
     case OPT_LOG_LEVEL: {
         wsg_log_level lvl;
         ok = wsg_log_level_parse(value, &lvl) == 0;
@@ -318,6 +329,7 @@ static int apply(loader *ld, const wsg_option *o, const char *value, source src,
     }
     bool numeric = o->type == OPT_PORT || o->type == OPT_UINT || o->type == OPT_DURATION ||
                    o->type == OPT_SIZE;
+    /* OPT_DOUBLE checks its own range above. */
     if (ok && numeric)
         ok = num >= o->min && num <= o->max;
     if (!ok) {
@@ -553,6 +565,34 @@ static int validate(loader *ld)
     if (cfg->ws_port == cfg->http_port) {
         fail(ld, "WS_PORT (--ws-port) and WEBSRV_PORT (--websrv-port) are both %u; give them "
              "different ports", cfg->ws_port);
+        return -1;
+    }
+    if (strcmp(cfg->drain_mode, "migrate") != 0 && strcmp(cfg->drain_mode, "finish") != 0) {
+        fail(ld, "invalid value \"%s\" for WSGATE_DRAIN_MODE (--drain-mode): expected migrate "
+             "or finish", cfg->drain_mode);
+        return -1;
+    }
+    if (strncmp(cfg->sticky_key, "query:", 6) != 0 && strncmp(cfg->sticky_key, "header:", 7) != 0 &&
+        strncmp(cfg->sticky_key, "cookie:", 7) != 0) {
+        fail(ld, "invalid value \"%s\" for WSGATE_STICKY_KEY (--sticky-key): expected "
+             "query:NAME, header:NAME or cookie:NAME", cfg->sticky_key);
+        return -1;
+    }
+    if (strchr(cfg->sticky_key, ':')[1] == '\0') {
+        fail(ld, "invalid value \"%s\" for WSGATE_STICKY_KEY (--sticky-key): the NAME after "
+             "the colon is missing", cfg->sticky_key);
+        return -1;
+    }
+    if (strcmp(cfg->health_check, "tcp") != 0 && strcmp(cfg->health_check, "off") != 0 &&
+        strncmp(cfg->health_check, "http:/", 6) != 0) {
+        fail(ld, "invalid value \"%s\" for WSGATE_HEALTH_CHECK (--health-check): expected tcp, "
+             "off or http:/PATH", cfg->health_check);
+        return -1;
+    }
+    if (cfg->server_timeout <= cfg->heartbeat_interval) {
+        fail(ld, "SERVER_TIMEOUT (--server-timeout, %llums) must be longer than "
+             "HEARTBEAT_INTERVAL (--heartbeat-interval, %llums)",
+             (unsigned long long)cfg->server_timeout, (unsigned long long)cfg->heartbeat_interval);
         return -1;
     }
     if (cfg->default_service[0] == '\0') {

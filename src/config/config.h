@@ -38,6 +38,25 @@ typedef struct wsg_config {
     char *upstreams; /* seed 002's UPSTREAMS JSON, or NULL */
     char *default_service;
 
+    /* sessions, balancing, failover */
+    uint64_t heartbeat_interval; /* ms */
+    uint64_t server_timeout;     /* ms */
+    uint64_t session_timeout;    /* ms */
+    uint32_t session_max;
+    char *sticky_key;            /* "query:NAME", "header:NAME" or "cookie:NAME" */
+    char *balance;
+    double load_factor;
+    bool server_assignment;
+    char *drain_mode;            /* "migrate" or "finish" */
+    uint64_t drain_timeout;      /* ms */
+    uint64_t migration_timeout;  /* ms */
+    uint64_t migration_buffer;   /* bytes */
+    uint32_t migration_concurrency;
+    char *health_check;          /* "tcp", "http:/PATH" or "off" */
+    uint64_t health_interval;    /* ms */
+    uint32_t health_rise;
+    uint32_t health_fall;
+
     /* timings, milliseconds */
     uint64_t handshake_timeout;
     uint64_t upstream_timeout;

@@ -12,6 +12,7 @@ typedef enum wsg_option_type {
     OPT_DURATION,
     OPT_SIZE,
     OPT_BOOL,
+    OPT_DOUBLE, /* min and max in thousandths */
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
 } wsg_option_type;

@@ -33,6 +33,48 @@ const wsg_option wsg_options[] = {
      "JSON", "services and their backends, e.g. {\"chat\":[\"ws://10.0.0.5:3001\"]}"},
     {"default-service", "WSGATE_DEFAULT_SERVICE", OPT_STRING, AT(default_service), "default",
      0, 0, "NAME", "service that WS_PORT connections go to"},
+    {"heartbeat-interval", "HEARTBEAT_INTERVAL", OPT_DURATION, AT(heartbeat_interval), "1000",
+     100, 3600000, "DURATION", "how often registered backends send heartbeats (a late one is "
+     "logged)"},
+    {"server-timeout", "SERVER_TIMEOUT", OPT_DURATION, AT(server_timeout), "3000", 100, 3600000,
+     "DURATION", "silence after which a registered backend is dead and its sessions move"},
+    {"session-timeout", "SESSION_TIMEOUT", OPT_DURATION, AT(session_timeout), "1800000", 1000,
+     2592000000ULL, "DURATION", "inactivity after which a disconnected client's sticky session "
+     "is forgotten"},
+    {"session-max", "WSGATE_SESSION_MAX", OPT_UINT, AT(session_max), "1000000", 1, 100000000,
+     "N", "sticky sessions kept at most; beyond, the longest idle one is forgotten"},
+    {"sticky-key", "WSGATE_STICKY_KEY", OPT_STRING, AT(sticky_key), "query:clientId", 0, 0,
+     "SOURCE:NAME", "where the sticky key comes from: query:NAME, header:NAME or cookie:NAME"},
+    {"balance", "WSGATE_BALANCE", OPT_STRING, AT(balance), "round-robin", 0, 0, "POLICY",
+     "how services choose a backend: round-robin, least-connections, power-of-two or "
+     "consistent-hash (UPSTREAMS may set it per service)"},
+    {"load-factor", "WSGATE_LOAD_FACTOR", OPT_DOUBLE, AT(load_factor), "1.25", 1000, 10000,
+     "X", "consistent-hash: no backend takes more than this times the average load"},
+    {"server-assignment", "WSGATE_SERVER_ASSIGNMENT", OPT_BOOL, AT(server_assignment), "false",
+     0, 0, "BOOL", "send each new client a {\"type\":\"server_assignment\",...} text message "
+     "first, as the seed gateway did"},
+    {"drain-mode", "WSGATE_DRAIN_MODE", OPT_STRING, AT(drain_mode), "migrate", 0, 0, "MODE",
+     "what a drained backend's sessions do: migrate (move live, between messages) or finish "
+     "(stay until they end or the drain timeout)"},
+    {"drain-timeout", "WSGATE_DRAIN_TIMEOUT", OPT_DURATION, AT(drain_timeout), "5m", 0,
+     86400000, "DURATION", "drain-mode finish: sessions still on a drained backend after this "
+     "move anyway"},
+    {"migration-timeout", "MIGRATION_TIMEOUT", OPT_DURATION, AT(migration_timeout), "10s", 100,
+     3600000, "DURATION", "time a moving session has to find a new backend (else close 1013)"},
+    {"migration-buffer", "MIGRATION_BUFFER", OPT_SIZE, AT(migration_buffer), "1MiB", 1024,
+     (1ULL << 30), "SIZE", "client bytes held for a moving session; beyond, the client is not "
+     "read until the session is back"},
+    {"migration-concurrency", "MIGRATION_CONCURRENCY", OPT_UINT, AT(migration_concurrency), "64",
+     1, 100000, "N", "sessions per worker dialling a new backend at once, so that a big "
+     "backend's death is no thundering herd"},
+    {"health-check", "WSGATE_HEALTH_CHECK", OPT_STRING, AT(health_check), "tcp", 0, 0, "CHECK",
+     "active checks of configured backends: tcp (connect), http:/PATH (GET, 2xx) or off"},
+    {"health-interval", "WSGATE_HEALTH_INTERVAL", OPT_DURATION, AT(health_interval), "2s", 100,
+     3600000, "DURATION", "time between two active checks of a configured backend"},
+    {"health-rise", "WSGATE_HEALTH_RISE", OPT_UINT, AT(health_rise), "2", 1, 100, "N",
+     "passed checks in a row that bring a backend back"},
+    {"health-fall", "WSGATE_HEALTH_FALL", OPT_UINT, AT(health_fall), "3", 1, 100, "N",
+     "failed checks in a row that take a backend out"},
     {"handshake-timeout", "HANDSHAKE_TIMEOUT", OPT_DURATION, AT(handshake_timeout), "10s",
      100, 3600000, "DURATION", "time a client has to send its upgrade request"},
     {"upstream-timeout", "UPSTREAM_TIMEOUT", OPT_DURATION, AT(upstream_timeout), "5s", 100,

@@ -29,6 +29,10 @@ typedef enum wsg_counter {
     WSG_C_IDLE_TIMEOUTS,
     WSG_C_BACKPRESSURE_PAUSES,  /* times one side stopped being read */
     WSG_C_HTTP_REQUESTS,        /* requests served on the HTTP port */
+    WSG_C_MIGRATIONS,           /* sessions moved to another backend, client kept */
+    WSG_C_MIGRATIONS_FAILED,    /* moves that ended the session (1011, 1013) */
+    WSG_C_MIGRATION_DROPPED,    /* client messages cut by a move and dropped */
+    WSG_C_MIGRATION_LOST_BYTES, /* bytes queued for a failed backend, lost with it */
     WSG_C__COUNT,
 } wsg_counter;
 

@@ -36,6 +36,11 @@ uint64_t bridge_now(const wsg_bridge *b)
     return uv_now(&b->proxy->worker->loop);
 }
 
+const wsg_config *bridge_config(const wsg_bridge *b)
+{
+    return b->proxy->gw->cfg;
+}
+
 static const wsg_config *config_of(const wsg_bridge *b)
 {
     return b->proxy->gw->cfg;
@@ -57,7 +62,11 @@ static void bridge_free(wsg_bridge *b)
     atomic_store_explicit(&p->live, wsg_proxy_live(p) - 1, memory_order_relaxed);
     wsg_buf_free(&b->held);
     upgrade_free(b);
+    migrate_free(b);
+    if (b->session)
+        wsg_sessions_detach(p->gw->sessions, b->session, b->msg_at);
     free(b->dial_request);
+    free(b->agreed);
     wsg_fd_budget_give(&p->gw->fds, 2);
     atomic_fetch_sub_explicit(&p->gw->clients, 1, memory_order_relaxed);
     free(b);
@@ -74,7 +83,7 @@ static void on_upstream_closed(uv_handle_t *h)
 {
     wsg_upstream *u = wsg_container_of(h, wsg_upstream, sock.poll);
     wsg_bridge *b = u->bridge;
-    upstream_hs_free(u);
+    dial_free(u);
     wsg_buf_free(&u->held);
     free(u);
     if (--b->handles == 0)
@@ -105,7 +114,8 @@ void bridge_sync_reading(wsg_bridge *b)
 {
     wsg_upstream *u = b->up;
     bool relaying = b->state == B_OPEN || b->state == B_CLOSING;
-    bool client_on = b->state == B_REQUEST || (relaying && !(u && u->stall_at)) ||
+    bool client_on = b->state == B_REQUEST ||
+                     (relaying && !(u && u->stall_at) && !migrate_hold_full(b)) ||
                      (b->state == B_ENDING && (b->flags & BF_LINGER) &&
                       wsg_sock_pending(&b->client) == 0);
     if (!wsg_sock_is_closing(&b->client))
@@ -178,7 +188,7 @@ static bool can_frame_client(const wsg_bridge *b)
     return b->up == NULL || wsg_ws_stream_at_frame_boundary(&b->up->rx);
 }
 
-static bool can_frame_backend(const wsg_bridge *b)
+bool bridge_can_frame_backend(const wsg_bridge *b)
 {
     const wsg_upstream *u = b->up;
     return u && u->state == U_OPEN && !(b->flags & BF_BACKEND_GOT_CLOSE) &&
@@ -198,10 +208,10 @@ static void close_frame_to_client(wsg_bridge *b, uint16_t code, const char *reas
     bridge_write_client(b, frame, n);
 }
 
-static void close_frame_to_backend(wsg_bridge *b, uint16_t code, const char *reason)
+void bridge_close_frame_to_backend(wsg_bridge *b, uint16_t code, const char *reason)
 {
     uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
-    if (!can_frame_backend(b))
+    if (!bridge_can_frame_backend(b))
         return;
     size_t n = wsg_ws_close_frame(frame, code, reason, &b->proxy->worker->rng);
     b->flags |= BF_BACKEND_GOT_CLOSE;
@@ -262,23 +272,29 @@ void bridge_end(wsg_bridge *b, const char *why)
 }
 
 /* Ends the session with our own close frames toward both sides. */
-static void close_both(wsg_bridge *b, uint16_t client_code, const char *client_reason,
+void bridge_close_both(wsg_bridge *b, uint16_t client_code, const char *client_reason,
                        uint16_t backend_code, const char *backend_reason, const char *why)
 {
     close_frame_to_client(b, client_code, client_reason);
-    close_frame_to_backend(b, backend_code, backend_reason);
+    bridge_close_frame_to_backend(b, backend_code, backend_reason);
     bridge_end(b, why);
 }
 
 void bridge_close_client(wsg_bridge *b, uint16_t code, const char *reason)
 {
-    close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "client closed by the gateway", reason);
+    bridge_close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "client closed by the gateway", reason);
 }
 
 void bridge_upstream_failed(wsg_bridge *b, const char *why)
 {
     if (b->state == B_ENDING) {
         bridge_release_upstream(b);
+        return;
+    }
+    if (migrate_possible(b)) {
+        /* The backend went away without a close frame: not the
+         * application's decision, so the client stays and moves. */
+        migrate_begin(b, why, false);
         return;
     }
     /* The backend is gone: nothing more can be framed toward it. */
@@ -298,7 +314,7 @@ static void client_gone(wsg_bridge *b, long err)
     /* Nothing more can reach the client. */
     b->flags |= BF_CLIENT_GOT_CLOSE;
     wsg_buf_free(&b->client.out);
-    close_frame_to_backend(b, WSG_WS_CLOSE_GOING_AWAY, "client went away");
+    bridge_close_frame_to_backend(b, WSG_WS_CLOSE_GOING_AWAY, "client went away");
     bridge_end(b, err == UV_EOF ? "client closed the connection" : uv_strerror((int)err));
     close_client_socket(b);
 }
@@ -322,7 +338,17 @@ static void send_to_backend(wsg_bridge *b, relay_out *o)
 {
     unsigned n = o->n;
     o->n = 0;
-    if (n == 0 || b->up == NULL || b->up->state != U_OPEN || wsg_sock_is_closing(&b->up->sock))
+    if (n == 0)
+        return;
+    if (b->mig) {
+        /* Between two backends: held, in order, for the next one. */
+        if (migrate_hold(b, o->iov, n) < 0)
+            bridge_close_client(b, WSG_WS_CLOSE_INTERNAL, "out of memory");
+        else if (migrate_hold_full(b))
+            bridge_sync_reading(b);
+        return;
+    }
+    if (b->up == NULL || b->up->state != U_OPEN || wsg_sock_is_closing(&b->up->sock))
         return;
     if (wsg_sock_write(&b->up->sock, o->iov, n) < 0) {
         bridge_upstream_failed(b, "cannot write to the backend");
@@ -386,6 +412,16 @@ static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const ws
     b->flags |= BF_CLIENT_SENT_CLOSE;
     if (!(b->flags & BF_CLIENT_GOT_CLOSE))
         b->close_code = close_code_of(span);
+    if (b->mig) {
+        /* No backend to ask: the gateway answers the close itself. */
+        send_to_backend(b, o);
+        migrate_free(b);
+        bridge_release_upstream(b);
+        bridge_close_both(b, b->close_code == WSG_WS_CLOSE_NO_STATUS ? WSG_WS_CLOSE_NORMAL
+                                                                    : b->close_code,
+                          "", WSG_WS_CLOSE_GOING_AWAY, "", "closed by the client while moving");
+        return false;
+    }
     if (!(b->flags & BF_BACKEND_GOT_CLOSE) && b->up && b->up->state == U_OPEN) {
         out_add(o, frame, span->len, b, true);
         b->flags |= BF_BACKEND_GOT_CLOSE;
@@ -435,7 +471,7 @@ static void protocol_error(wsg_bridge *b, const wsg_ws_span *span, bool from_cli
     if (from_client) {
         bridge_close_client(b, span->close_code, span->why);
     } else {
-        close_both(b, WSG_WS_CLOSE_INTERNAL, "backend protocol error", span->close_code, span->why,
+        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend protocol error", span->close_code, span->why,
                    "backend broke the WebSocket protocol");
     }
 }
@@ -449,6 +485,13 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
         wsg_ws_stream_next(&b->rx, &px->from_client, &px->worker->rng, p, n, &span);
         switch (span.kind) {
         case WSG_WS_SPAN_DATA:
+            if (b->mig && b->mig->dropping) {
+                /* The rest of a message cut by a move: no backend may get
+                 * half of it. The span ends where that message ends. */
+                if (wsg_ws_stream_at_message_boundary(&b->rx))
+                    b->mig->dropping = false;
+                break;
+            }
             out_add(&o, p, span.len, b, true);
             if (span.messages) {
                 wsg_count(&px->counters, WSG_C_MESSAGES_FROM_CLIENTS, span.messages);
@@ -474,6 +517,8 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
         n -= span.len;
     }
     send_to_backend(b, &o);
+    if (b->flags & BF_DRAIN_PENDING)
+        migrate_check_drain(b);
 }
 
 void bridge_relay_from_backend(wsg_bridge *b, uint8_t *p, size_t n)
@@ -511,6 +556,8 @@ void bridge_relay_from_backend(wsg_bridge *b, uint8_t *p, size_t n)
         n -= span.len;
     }
     send_to_client(b, &o);
+    if (b->flags & BF_DRAIN_PENDING)
+        migrate_check_drain(b);
 }
 
 /* Puts bytes held back from the last read in front of the new ones, in
@@ -608,6 +655,8 @@ static void backend_drained(wsg_bridge *b)
         u->stall_at = 0;
         bridge_sync_reading(b);
     }
+    if (pending == 0 && (b->flags & BF_DRAIN_PENDING))
+        migrate_check_drain(b);
 }
 
 static void on_client_event(wsg_sock *s, int status, int events)
@@ -650,7 +699,7 @@ void bridge_on_upstream_event(wsg_sock *s, int status, int events)
     if (b->up != u)
         return; /* a released upstream: its close is on the way */
     if (u->state != U_OPEN) {
-        upgrade_on_upstream_event(u, status < 0 ? -1 : events);
+        dial_on_event(u, status < 0 ? -1 : events);
         return;
     }
     if (status < 0) {
@@ -694,7 +743,7 @@ static void ping_backend(wsg_bridge *b, uint64_t now)
 {
     uint8_t payload[12];
     uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
-    if (!can_frame_backend(b))
+    if (!bridge_can_frame_backend(b))
         return;
     ping_payload(b, now, payload);
     size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload),
@@ -726,6 +775,10 @@ static uint64_t next_check(const wsg_bridge *b)
         due = earliest(due, b->msg_at + cfg->idle_timeout);
     if (b->state == B_CLOSING)
         due = earliest(due, b->end_at);
+    if (b->mig)
+        due = earliest(due, migrate_next_due(b));
+    if (u && u->state != U_OPEN && dial_deadline(u))
+        due = earliest(due, dial_deadline(u));
     return due;
 }
 
@@ -739,9 +792,17 @@ static void check_liveness(wsg_bridge *b, uint64_t now)
         bridge_end(b, "close handshake timed out");
         return;
     }
+    if (b->mig) {
+        if (u && u->state != U_OPEN && now >= dial_deadline(u))
+            migrate_dial_failed(b, "backend did not answer in time");
+        migrate_on_timer(b, now);
+        if (b->state == B_ENDING)
+            return;
+        u = b->up;
+    }
     if (b->ping_at && now >= b->ping_at + cfg->pong_timeout) {
         wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
-        close_both(b, WSG_WS_CLOSE_GOING_AWAY, "ping timeout", WSG_WS_CLOSE_GOING_AWAY,
+        bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "ping timeout", WSG_WS_CLOSE_GOING_AWAY,
                    "client went away", "client did not answer a ping");
         return;
     }
@@ -757,13 +818,13 @@ static void check_liveness(wsg_bridge *b, uint64_t now)
     }
     if (u && u->stall_at && now >= u->stall_at + cfg->slow_consumer_timeout) {
         wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
-        close_both(b, WSG_WS_CLOSE_INTERNAL, "backend not reading", WSG_WS_CLOSE_POLICY,
+        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend not reading", WSG_WS_CLOSE_POLICY,
                    "slow consumer", "backend stopped reading");
         return;
     }
     if (cfg->idle_timeout && now >= b->msg_at + cfg->idle_timeout) {
         wsg_count(c, WSG_C_IDLE_TIMEOUTS, 1);
-        close_both(b, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
+        bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
                    "idle timeout", "idle timeout");
         return;
     }
@@ -843,52 +904,14 @@ void bridge_open(wsg_bridge *b)
     }
 }
 
-/* ---- accepting ---------------------------------------------------------- */
+/* ---- creating and shutting down ----------------------------------------- */
 
-void wsg_proxy_refuse(int fd, const char *message)
+wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
 {
-    char answer[512];
-    size_t n = wsg_http_error_response(answer, sizeof(answer), 503, "Retry-After: 1\r\n", message);
-    ssize_t rc = send(fd, answer, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)rc;
-    close(fd);
-}
-
-static void refuse(wsg_proxy *p, int fd, const char *why)
-{
-    uint64_t now = uv_now(&p->worker->loop);
-    wsg_count(&p->counters, WSG_C_CONNECTIONS_REFUSED, 1);
-    if (now - p->refused_logged_at >= 1000) {
-        /* Once a second per worker at most: a flood must not flood the log. */
-        p->refused_logged_at = now;
-        wsg_log_warn("connection refused", "worker=%u why=\"%s\" clients=%ld",
-                     p->worker->index, why,
-                     atomic_load_explicit(&p->gw->clients, memory_order_relaxed));
-    }
-    wsg_proxy_refuse(fd, why);
-}
-
-void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
-{
-    wsg_gateway *gw = p->gw;
-    if (p->closing_all || atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
-        refuse(p, fd, "gateway is shutting down");
-        return;
-    }
-    if (!wsg_fd_budget_take(&gw->fds, 2)) {
-        refuse(p, fd, "gateway is at its file descriptor limit");
-        return;
-    }
-    long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
-    wsg_bridge *b = NULL;
-    if (before >= gw->max_clients || (b = calloc(1, sizeof(*b))) == NULL ||
-        wsg_sock_open(&p->worker->loop, &b->client, fd, on_client_event) < 0) {
+    wsg_bridge *b = calloc(1, sizeof(*b));
+    if (b == NULL || wsg_sock_open(&p->worker->loop, &b->client, fd, on_client_event) < 0) {
         free(b);
-        atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
-        wsg_fd_budget_give(&gw->fds, 2);
-        refuse(p, fd, before >= gw->max_clients ? "gateway is at its connection limit"
-                                                 : "out of memory");
-        return;
+        return NULL;
     }
     uint64_t now = uv_now(&p->worker->loop);
     b->proxy = p;
@@ -896,61 +919,31 @@ void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
     b->id = ++p->next_seq << 8 | (p->worker->index & 0xff);
     b->opened_at = now;
     b->rx_at = now;
+    b->msg_at = now;
     b->close_code = WSG_WS_CLOSE_ABNORMAL;
     b->state = B_REQUEST;
     b->timer.fire = on_timer;
     wsg_peer_set(&b->peer, peer);
     wsg_list_insert_tail(&p->bridges, &b->link);
     atomic_store_explicit(&p->live, wsg_proxy_live(p) + 1, memory_order_relaxed);
-    wsg_timer_schedule(p->worker, &b->timer, now + gw->cfg->handshake_timeout);
+    wsg_timer_schedule(p->worker, &b->timer, now + p->gw->cfg->handshake_timeout);
     bridge_sync_reading(b);
+    return b;
 }
 
-void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)
+void bridge_shutdown(wsg_bridge *b, bool now)
 {
-    memset(p, 0, sizeof(*p));
-    p->worker = w;
-    p->gw = gw;
-    wsg_list_init(&p->bridges);
-    p->from_client = (wsg_ws_policy){
-        .max_message = gw->cfg->max_message_size,
-        .from_client = true,
-        .remask = true,
-        .validate_utf8 = gw->cfg->validate_utf8,
-    };
-    p->from_backend = (wsg_ws_policy){
-        .max_message = gw->cfg->max_message_size,
-        .from_client = false,
-        .remask = false,
-        .validate_utf8 = gw->cfg->validate_utf8,
-    };
-}
-
-void wsg_proxy_close_all(wsg_proxy *p, bool now)
-{
-    p->closing_all = true;
-    for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next) {
-        wsg_bridge *b = wsg_container_of(it, wsg_bridge, link);
-        if (relaying(b))
-            close_both(b, WSG_WS_CLOSE_GOING_AWAY, "gateway shutting down",
-                       WSG_WS_CLOSE_GOING_AWAY, "gateway shutting down", "gateway shutdown");
-        else
-            bridge_end(b, "gateway shutdown");
-        if (now) {
-            /* One last try to hand over what is queued, then close. */
-            if (b->up)
-                wsg_sock_flush(&b->up->sock);
-            bridge_release_upstream(b);
-            wsg_sock_flush(&b->client);
-            close_client_socket(b);
-        }
-    }
-}
-
-unsigned wsg_gateway_connections(const wsg_gateway *gw)
-{
-    unsigned n = 0;
-    for (unsigned i = 0; i < gw->proxy_count; i++)
-        n += wsg_proxy_live(gw->proxies[i]);
-    return n;
+    if (relaying(b))
+        bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "gateway shutting down",
+                          WSG_WS_CLOSE_GOING_AWAY, "gateway shutting down", "gateway shutdown");
+    else
+        bridge_end(b, "gateway shutdown");
+    if (!now)
+        return;
+    /* One last try to hand over what is queued, then close. */
+    if (b->up)
+        wsg_sock_flush(&b->up->sock);
+    bridge_release_upstream(b);
+    wsg_sock_flush(&b->client);
+    close_client_socket(b);
 }

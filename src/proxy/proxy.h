@@ -19,11 +19,13 @@
 #include "metrics/metrics.h"
 #include "net/net.h"
 #include "registry/registry.h"
+#include "registry/sessions.h"
 #include "ws/ws.h"
 
 typedef struct wsg_gateway {
     const wsg_config *cfg;
     wsg_registry *registry;
+    wsg_sessions *sessions;
     wsg_fd_budget fds;
     atomic_long clients;     /* WebSocket clients now, all workers */
     long max_clients;        /* from --max-connections and the file limit */
@@ -46,6 +48,8 @@ typedef struct wsg_proxy {
     atomic_uint live;        /* entries in `bridges` */
     uint64_t next_seq;
     uint64_t refused_logged_at;
+    unsigned dials_in_flight; /* migration dials under way */
+    unsigned moving;          /* sessions between two backends */
     bool closing_all;
 } wsg_proxy;
 
@@ -67,6 +71,10 @@ static inline unsigned wsg_proxy_live(const wsg_proxy *p)
 
 /* Connections of every worker, read from any thread. */
 unsigned wsg_gateway_connections(const wsg_gateway *gw);
+
+/* The registry changed: connections on backends that went down move now,
+ * those on draining backends at their next message boundary. */
+void wsg_proxy_backends_changed(wsg_proxy *p);
 
 /* Writes a short 503 answer to a descriptor we cannot serve and closes it;
  * never blocks. */

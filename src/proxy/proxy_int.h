@@ -12,8 +12,11 @@
 #ifndef WSG_PROXY_INT_H
 #define WSG_PROXY_INT_H
 
+#include <string.h>
+
 #include "http/http.h"
 #include "proxy/proxy.h"
+#include "registry/sessions.h"
 
 typedef enum bridge_state {
     B_REQUEST,    /* reading the client's upgrade request */
@@ -32,6 +35,7 @@ enum {
     BF_LINGER = 16,            /* read and drop client input before closing, so an
                                   HTTP answer is not lost to a reset */
     BF_ESTABLISHED = 32,       /* the session reached B_OPEN */
+    BF_DRAIN_PENDING = 64,     /* move to another backend at the next message boundary */
 };
 
 typedef enum upstream_state {
@@ -41,8 +45,32 @@ typedef enum upstream_state {
     U_RELAYING,   /* relaying a non-101 answer's body */
 } upstream_state;
 
-typedef struct client_hs client_hs;
 typedef struct upstream_hs upstream_hs;
+
+/* The client's side of the handshake (upgrade.c), until frames flow. */
+typedef struct client_hs {
+    wsg_http_reader reader;
+    wsg_http_head head;
+    wsg_buf *raw;          /* the request as received; head strings point here */
+    char *protocols;       /* the client's subprotocol offer, joined; NULL if none */
+    char *extensions;      /* its deflate offer rewritten for backends; NULL if none */
+    wsg_service *service;
+    wsg_backend *sticky;   /* the session's backend (a reference), tried first */
+    uint64_t deadline;     /* for the backend side, once dialling */
+    uint8_t dials;
+} client_hs;
+
+/* A session between two backends (migrate.c). Allocated only then. */
+typedef struct migration {
+    wsg_backend *left;   /* the backend the session left (a reference) */
+    wsg_buf *hold;       /* client frames for the next backend, in order */
+    uint64_t started;
+    uint64_t deadline;   /* no backend by then: close 1013 */
+    uint64_t not_before; /* next dial attempt, spread by jitter */
+    uint32_t dials;
+    bool dialing;        /* a dial is under way (counted in the worker) */
+    bool dropping;       /* dropping the rest of a client message cut by the move */
+} migration;
 
 typedef struct wsg_upstream {
     wsg_sock sock;
@@ -64,8 +92,11 @@ typedef struct wsg_bridge {
     wsg_proxy *proxy;
     wsg_upstream *up;
     client_hs *hs;       /* while reading the request; NULL after */
+    migration *mig;      /* while moving to another backend; NULL otherwise */
+    wsg_session *session; /* sticky session, NULL without a sticky key */
     wsg_buf *held;       /* client bytes not yet passed on */
-    char *dial_request;  /* the upgrade request for the backend, without its key */
+    char *dial_request;  /* the upgrade request for the backend: no key, no offers */
+    char *agreed;        /* "protocol\nextensions" the backend chose; NULL if neither */
     wsg_ws_stream rx;    /* client → backend */
     uint64_t id;
     uint64_t opened_at;
@@ -84,6 +115,13 @@ typedef struct wsg_bridge {
 } wsg_bridge;
 
 /* bridge.c */
+wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *peer);
+void bridge_shutdown(wsg_bridge *b, bool now);
+const wsg_config *bridge_config(const wsg_bridge *b);
+void bridge_close_both(wsg_bridge *b, uint16_t client_code, const char *client_reason,
+                       uint16_t backend_code, const char *backend_reason, const char *why);
+bool bridge_can_frame_backend(const wsg_bridge *b);
+void bridge_close_frame_to_backend(wsg_bridge *b, uint16_t code, const char *reason);
 uint64_t bridge_now(const wsg_bridge *b);
 void bridge_arm(wsg_bridge *b, uint64_t due);
 void bridge_sync_reading(wsg_bridge *b);
@@ -97,13 +135,52 @@ void bridge_release_upstream(wsg_bridge *b);
 int bridge_write_client(wsg_bridge *b, const void *data, size_t len);
 void bridge_on_upstream_event(wsg_sock *s, int status, int events);
 
-/* upgrade.c */
+/* migrate.c */
+bool migrate_possible(const wsg_bridge *b);
+void migrate_begin(wsg_bridge *b, const char *why, bool graceful);
+void migrate_on_timer(wsg_bridge *b, uint64_t now);
+uint64_t migrate_next_due(const wsg_bridge *b);
+void migrate_switched(wsg_bridge *b);
+void migrate_dial_failed(wsg_bridge *b, const char *why);
+int migrate_hold(wsg_bridge *b, const uv_buf_t *bufs, unsigned n);
+bool migrate_hold_full(const wsg_bridge *b);
+void migrate_check_drain(wsg_bridge *b);
+void migrate_free(wsg_bridge *b);
+
+/* upgrade.c: the client's side of the handshake */
 void upgrade_on_client_readable(wsg_bridge *b);
-void upgrade_on_upstream_event(wsg_upstream *u, int events);
 void upgrade_timeout(wsg_bridge *b);
 void upgrade_free(wsg_bridge *b);
-void upstream_hs_free(wsg_upstream *u);
 /* Answers the client with an HTTP error and ends the bridge. */
 void upgrade_answer(wsg_bridge *b, int status, const char *extra_headers, const char *message);
+/* The first dial failed: tries another backend or answers 502. */
+void upgrade_dial_failed(wsg_bridge *b, wsg_backend *failed);
+/* The backend switched: answers the client 101 with the backend's choices
+ * and opens the bridge. Returns -1 when the bridge ended instead. */
+int upgrade_accept(wsg_bridge *b, const wsg_http_head *answer, wsg_str protocol,
+                   wsg_str extensions);
+
+/* dial.c: the backend's side */
+int dial_start(wsg_bridge *b, wsg_backend *backend, const char *migrated_from);
+void dial_on_event(wsg_upstream *u, int events);
+uint64_t dial_deadline(const wsg_upstream *u);
+void dial_free(wsg_upstream *u);
+
+/* Small writers for requests and answers: each returns 0 or -1 (memory). */
+static inline int put_bytes(wsg_buf **w, const char *s, size_t n)
+{
+    return wsg_buf_append(w, s, n);
+}
+
+static inline int put_cstr(wsg_buf **w, const char *s)
+{
+    return wsg_buf_append(w, s, strlen(s));
+}
+
+static inline int put_header(wsg_buf **w, wsg_str name, wsg_str value)
+{
+    return wsg_buf_append(w, name.p, name.len) | wsg_buf_append(w, ": ", 2) |
+           wsg_buf_append(w, value.p, value.len) | wsg_buf_append(w, "\r\n", 2);
+}
 
 #endif

@@ -10,6 +10,7 @@
  * never becomes a blind tunnel (the WebSocket smuggling class of bugs).
  */
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,45 +24,23 @@
 /* Dials per session before the client gets 502. */
 #define MAX_DIALS 3
 
-struct client_hs {
-    wsg_http_reader reader;
-    wsg_http_head head;
-    wsg_buf *raw;              /* the request as received; head strings point here */
-    const wsg_service *service;
-    uint64_t deadline;         /* for the backend side, once dialling */
-    uint8_t dials;
-    bool offered_deflate;
-};
-
-struct upstream_hs {
-    wsg_http_reader reader;
-    wsg_http_head head;
-    wsg_buf *raw;              /* the answer as received */
-    char key[WSG_WS_KEY_LEN + 1];       /* our Sec-WebSocket-Key */
-    char accept[WSG_WS_ACCEPT_LEN + 1]; /* what the backend must answer */
-};
-
 static const wsg_config *config_of(const wsg_bridge *b)
 {
     return b->proxy->gw->cfg;
 }
 
-void upstream_hs_free(wsg_upstream *u)
-{
-    if (u->hs) {
-        wsg_buf_free(&u->hs->raw);
-        free(u->hs);
-        u->hs = NULL;
-    }
-}
-
 void upgrade_free(wsg_bridge *b)
 {
-    if (b->hs) {
-        wsg_buf_free(&b->hs->raw);
-        free(b->hs);
-        b->hs = NULL;
-    }
+    client_hs *hs = b->hs;
+    if (hs == NULL)
+        return;
+    wsg_buf_free(&hs->raw);
+    free(hs->protocols);
+    free(hs->extensions);
+    if (hs->sticky)
+        wsg_backend_unref(hs->sticky);
+    free(hs);
+    b->hs = NULL;
 }
 
 void upgrade_answer(wsg_bridge *b, int status, const char *extra_headers, const char *message)
@@ -186,25 +165,6 @@ static void real_client_ip(const wsg_bridge *b, wsg_str xff, bool trusted, char 
     }
 }
 
-static int put(wsg_buf **w, const char *s, size_t n)
-{
-    return wsg_buf_append(w, s, n);
-}
-
-static int put_cstr(wsg_buf **w, const char *s)
-{
-    return put(w, s, strlen(s));
-}
-
-static int put_header(wsg_buf **w, wsg_str name, wsg_str value)
-{
-    int rc = put(w, name.p, name.len);
-    rc |= put(w, ": ", 2);
-    rc |= put(w, value.p, value.len);
-    rc |= put(w, "\r\n", 2);
-    return rc;
-}
-
 /* Joins every value of a repeated header with ", " (RFC 9110 section 5.3). */
 static int joined_values(const wsg_http_head *h, wsg_str name, char *out, size_t outlen)
 {
@@ -226,44 +186,53 @@ static int joined_values(const wsg_http_head *h, wsg_str name, char *out, size_t
     return (int)n;
 }
 
-/* Writes the upgrade request for the backend, all but the key line and the
- * final CRLF; it is kept so that the session can be dialled again. */
-static char *build_dial_request(wsg_bridge *b, client_hs *hs, const char **why)
+/* Keeps the client's subprotocol and deflate offers for the first dial. */
+static int keep_offers(client_hs *hs, const char **why)
 {
     const wsg_http_head *h = &hs->head;
-    wsg_buf *w = NULL;
     char value[4096];
     char offer[4096];
-    char ip[64];
-    int rc = 0;
-    wsg_str connection = wsg_http_header_get(h, WSG_STR("Connection"));
-    wsg_str xff = wsg_http_header_get(h, WSG_STR("X-Forwarded-For"));
-    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
-
-    rc |= put(&w, "GET ", 4);
-    rc |= put(&w, h->target.p, h->target.len);
-    rc |= put_cstr(&w, " HTTP/1.1\r\n");
-    rc |= put_header(&w, WSG_STR("Host"), wsg_http_header_get(h, WSG_STR("Host")));
-    rc |= put_cstr(&w, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
     int n = joined_values(h, WSG_STR("Sec-WebSocket-Protocol"), value, sizeof(value));
     if (n < 0) {
         *why = "Sec-WebSocket-Protocol is too long";
-        goto fail;
+        return -1;
     }
-    if (n > 0)
-        rc |= put_header(&w, WSG_STR("Sec-WebSocket-Protocol"), wsg_str_make(value, (size_t)n));
+    if (n > 0 && (hs->protocols = strdup(value)) == NULL) {
+        *why = "out of memory";
+        return -1;
+    }
     n = joined_values(h, WSG_STR("Sec-WebSocket-Extensions"), value, sizeof(value));
     int offered = n > 0 ? wsg_ws_offer_for_backend(wsg_str_make(value, (size_t)n), offer,
                                                    sizeof(offer))
                         : 0;
     if (n < 0 || offered < 0) {
         *why = "Sec-WebSocket-Extensions is too long";
-        goto fail;
+        return -1;
     }
-    if (offered > 0) {
-        rc |= put_header(&w, WSG_STR("Sec-WebSocket-Extensions"), wsg_str_make(offer, (size_t)offered));
-        hs->offered_deflate = true;
+    if (offered > 0 && (hs->extensions = strdup(offer)) == NULL) {
+        *why = "out of memory";
+        return -1;
     }
+    return 0;
+}
+
+/* Writes the upgrade request for the backend, all but the key, the offers
+ * and the final CRLF; it is kept so that the session can be dialled again. */
+static char *build_dial_request(wsg_bridge *b, client_hs *hs, const char **why)
+{
+    const wsg_http_head *h = &hs->head;
+    wsg_buf *w = NULL;
+    char ip[64];
+    int rc = 0;
+    wsg_str connection = wsg_http_header_get(h, WSG_STR("Connection"));
+    wsg_str xff = wsg_http_header_get(h, WSG_STR("X-Forwarded-For"));
+    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
+
+    rc |= put_bytes(&w, "GET ", 4);
+    rc |= put_bytes(&w, h->target.p, h->target.len);
+    rc |= put_cstr(&w, " HTTP/1.1\r\n");
+    rc |= put_header(&w, WSG_STR("Host"), wsg_http_header_get(h, WSG_STR("Host")));
+    rc |= put_cstr(&w, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
     for (uint32_t i = 0; i < h->header_count; i++) {
         const wsg_http_header *hd = &h->headers[i];
         if (header_is_ours(hd->name) || wsg_http_is_hop_by_hop(hd->name, connection))
@@ -274,118 +243,93 @@ static char *build_dial_request(wsg_bridge *b, client_hs *hs, const char **why)
     rc |= put_cstr(&w, "X-Forwarded-For: ");
     if (trusted && xff.len > 0) {
         /* Behind a proxy we trust, its list continues with its own address. */
-        rc |= put(&w, xff.p, xff.len);
-        rc |= put(&w, ", ", 2);
+        rc |= put_bytes(&w, xff.p, xff.len);
+        rc |= put_bytes(&w, ", ", 2);
     }
     rc |= put_cstr(&w, ip);
     rc |= put_cstr(&w, "\r\n");
     wsg_str proto = wsg_http_header_get(h, WSG_STR("X-Forwarded-Proto"));
-    rc |= put_header(&w, WSG_STR("X-Forwarded-Proto"), trusted && proto.len ? proto : WSG_STR("http"));
+    rc |= put_header(&w, WSG_STR("X-Forwarded-Proto"),
+                     trusted && proto.len ? proto : WSG_STR("http"));
     real_client_ip(b, xff, trusted, ip, sizeof(ip));
     rc |= put_header(&w, WSG_STR("X-Real-IP"), wsg_str_cstr(ip));
-    rc |= put(&w, "", 1);
+    rc |= put_bytes(&w, "", 1);
     if (rc != 0) {
         *why = "out of memory";
-        goto fail;
+        wsg_buf_free(&w);
+        return NULL;
     }
     char *text = strdup((const char *)wsg_buf_begin(w));
     wsg_buf_free(&w);
     if (text == NULL)
         *why = "out of memory";
     return text;
-fail:
-    wsg_buf_free(&w);
-    return NULL;
+}
+
+/* The sticky key: the query parameter, header or cookie WSGATE_STICKY_KEY
+ * names (clientId in the query, as the seed gateway). Empty when absent. */
+static wsg_str sticky_key(const wsg_bridge *b, const wsg_http_head *h)
+{
+    const char *spec = config_of(b)->sticky_key;
+    const char *colon = strchr(spec, ':');
+    wsg_str name = wsg_str_cstr(colon + 1);
+    if (strncmp(spec, "query:", 6) == 0)
+        return wsg_http_query_param(h->query, name);
+    if (strncmp(spec, "header:", 7) == 0)
+        return wsg_http_header_get(h, name);
+    for (uint32_t i = 0; i < h->header_count; i++) {
+        if (!wsg_str_eq_nocase(h->headers[i].name, WSG_STR("Cookie")))
+            continue;
+        wsg_str rest = h->headers[i].value;
+        while (rest.len > 0) {
+            wsg_str pair = wsg_str_next_item(&rest, ';');
+            wsg_str value = pair;
+            wsg_str key = wsg_str_next_item(&value, '=');
+            if (wsg_str_eq(key, name) && pair.len > key.len)
+                return value;
+        }
+    }
+    return wsg_str_make(NULL, 0);
 }
 
 /* ---- dialling ---------------------------------------------------------- */
 
-static void dial_next(wsg_bridge *b, const wsg_backend *avoid);
-
-static int start_dial(wsg_bridge *b, wsg_backend *backend)
-{
-    wsg_proxy *px = b->proxy;
-    wsg_upstream *u = calloc(1, sizeof(*u));
-    upstream_hs *uh = calloc(1, sizeof(*uh));
-    int fd = -1;
-    int rc = u && uh ? wsg_dial((struct sockaddr *)&backend->ws_addr, backend->ws_addrlen, &fd)
-                     : UV_ENOMEM;
-    if (rc == 0 && (rc = wsg_sock_open(&px->worker->loop, &u->sock, fd,
-                                       bridge_on_upstream_event)) < 0)
-        close(fd);
-    if (rc < 0) {
-        free(u);
-        free(uh);
-        return rc;
-    }
-    u->bridge = b;
-    u->backend = backend;
-    u->hs = uh;
-    u->state = U_CONNECTING;
-    b->up = u;
-    b->handles++;
-    wsg_http_reader_init(&uh->reader, HTTP_RESPONSE, config_of(b)->max_header_size);
-    wsg_ws_make_key(&px->worker->rng, uh->key);
-    wsg_ws_accept(wsg_str_make(uh->key, WSG_WS_KEY_LEN), uh->accept);
-    wsg_sock_await_connect(&u->sock);
-    return 0;
-}
-
-/* Sends the upgrade request once the connect has finished. */
-static int send_request(wsg_bridge *b)
-{
-    wsg_upstream *u = b->up;
-    uv_buf_t parts[4] = {
-        uv_buf_init(b->dial_request, (unsigned)strlen(b->dial_request)),
-        uv_buf_init("Sec-WebSocket-Key: ", 19),
-        uv_buf_init(u->hs->key, WSG_WS_KEY_LEN),
-        uv_buf_init("\r\n\r\n", 4),
-    };
-    return wsg_sock_write(&u->sock, parts, 4);
-}
-
-static void dial_failed(wsg_bridge *b, const char *why)
-{
-    wsg_upstream *u = b->up;
-    wsg_backend *failed = u ? u->backend : NULL;
-    uint64_t now = bridge_now(b);
-    if (failed) {
-        wsg_backend_mark_suspect(failed, now, SUSPECT_MS);
-        wsg_log_warn("backend unreachable", "backend=%s conn=%llu why=\"%s\"", failed->id,
-                     (unsigned long long)b->id, why);
-    }
-    bridge_release_upstream(b);
-    if (b->hs->dials < MAX_DIALS && now < b->hs->deadline) {
-        dial_next(b, failed);
-        return;
-    }
-    upgrade_answer(b, 502, "", "backend unreachable");
-}
-
 static void dial_next(wsg_bridge *b, const wsg_backend *avoid)
 {
     client_hs *hs = b->hs;
-    wsg_str key = wsg_http_query_param(hs->head.query, WSG_STR("clientId"));
+    wsg_registry *r = b->proxy->gw->registry;
+    wsg_str key = b->session ? wsg_str_make(b->session->key, b->session->key_len)
+                             : wsg_str_make(NULL, 0);
     while (hs->dials < MAX_DIALS) {
-        wsg_backend *backend = wsg_registry_pick(hs->service, key, avoid, bridge_now(b));
+        wsg_backend *backend = wsg_registry_pick(r, hs->service, key, hs->sticky, avoid,
+                                                 bridge_now(b));
         if (backend == NULL) {
             upgrade_answer(b, avoid ? 502 : 503, avoid ? "" : "Retry-After: 1\r\n",
                            avoid ? "backend unreachable" : "NO SERVER AVAILABLE");
             return;
         }
         hs->dials++;
-        int rc = start_dial(b, backend);
+        int rc = dial_start(b, backend, NULL);
         if (rc == 0) {
             b->state = B_CONNECTING;
             bridge_sync_reading(b);
             bridge_arm(b, hs->deadline);
             return;
         }
-        wsg_backend_release(backend);
         wsg_backend_mark_suspect(backend, bridge_now(b), SUSPECT_MS);
         wsg_log_warn("backend unreachable", "backend=%s conn=%llu why=\"%s\"", backend->id,
                      (unsigned long long)b->id, uv_strerror(rc));
+        wsg_backend_release(backend);
         avoid = backend;
+    }
+    upgrade_answer(b, 502, "", "backend unreachable");
+}
+
+void upgrade_dial_failed(wsg_bridge *b, wsg_backend *failed)
+{
+    if (b->hs->dials < MAX_DIALS && bridge_now(b) < b->hs->deadline) {
+        dial_next(b, failed);
+        return;
     }
     upgrade_answer(b, 502, "", "backend unreachable");
 }
@@ -393,6 +337,7 @@ static void dial_next(wsg_bridge *b, const wsg_backend *avoid)
 static void request_complete(wsg_bridge *b)
 {
     client_hs *hs = b->hs;
+    wsg_gateway *gw = b->proxy->gw;
     const char *msg;
     const char *extra;
     int status = check_request(&hs->head, &msg, &extra);
@@ -400,8 +345,7 @@ static void request_complete(wsg_bridge *b)
         upgrade_answer(b, status, extra, msg);
         return;
     }
-    b->dial_request = build_dial_request(b, hs, &msg);
-    if (b->dial_request == NULL) {
+    if (keep_offers(hs, &msg) < 0 || (b->dial_request = build_dial_request(b, hs, &msg)) == NULL) {
         upgrade_answer(b, 431, "", msg);
         return;
     }
@@ -411,7 +355,10 @@ static void request_complete(wsg_bridge *b)
         upgrade_answer(b, 503, "", "out of memory");
         return;
     }
-    hs->service = b->proxy->gw->registry->default_service;
+    wsg_str key = sticky_key(b, &hs->head);
+    if (key.len > 0)
+        b->session = wsg_sessions_attach(gw->sessions, key, bridge_now(b), &hs->sticky);
+    hs->service = gw->registry->default_service;
     hs->deadline = bridge_now(b) + config_of(b)->upstream_timeout;
     dial_next(b, NULL);
 }
@@ -462,279 +409,90 @@ void upgrade_on_client_readable(wsg_bridge *b)
     request_complete(b);
 }
 
-/* ---- the backend's answer ---------------------------------------------- */
+/* ---- the switch ---------------------------------------------------------- */
 
-/* Checks a 101 against RFC 6455 section 4.1 and what the client offered.
- * Returns NULL when acceptable, else why not. Fills the client's protocol
- * and extension answers. */
-static const char *check_switch(wsg_bridge *b, const wsg_http_head *ans, wsg_str *protocol,
-                                char *ext, size_t extlen, int *extn)
+/* Tells the client which backend serves it, as the seed gateway did, for
+ * clients that rely on it (WSGATE_SERVER_ASSIGNMENT). */
+static void send_assignment(wsg_bridge *b, const wsg_backend *backend)
 {
-    const client_hs *hs = b->hs;
-    if (!wsg_str_list_has_token(wsg_http_header_get(ans, WSG_STR("Upgrade")),
-                                WSG_STR("websocket")) ||
-        !wsg_str_list_has_token(wsg_http_header_get(ans, WSG_STR("Connection")),
-                                WSG_STR("upgrade")))
-        return "101 without Upgrade: websocket and Connection: Upgrade";
-    wsg_str accept = wsg_http_header_get(ans, WSG_STR("Sec-WebSocket-Accept"));
-    if (wsg_http_header_count(ans, WSG_STR("Sec-WebSocket-Accept")) != 1 ||
-        !wsg_str_eq(accept, wsg_str_cstr(b->up->hs->accept)))
-        return "wrong Sec-WebSocket-Accept";
-    *protocol = wsg_http_header_get(ans, WSG_STR("Sec-WebSocket-Protocol"));
-    if (protocol->len > 0) {
-        bool offered = false;
-        for (uint32_t i = 0; i < hs->head.header_count && !offered; i++) {
-            if (wsg_str_eq_nocase(hs->head.headers[i].name, WSG_STR("Sec-WebSocket-Protocol")))
-                offered = wsg_str_list_has_token(hs->head.headers[i].value, *protocol);
-        }
-        if (!offered || wsg_http_header_count(ans, WSG_STR("Sec-WebSocket-Protocol")) != 1)
-            return "a subprotocol the client did not offer";
-    }
-    wsg_str extensions = wsg_http_header_get(ans, WSG_STR("Sec-WebSocket-Extensions"));
-    *extn = 0;
-    if (extensions.len > 0) {
-        if (!hs->offered_deflate)
-            return "an extension that was not offered";
-        *extn = wsg_ws_answer_for_client(extensions, ext, extlen);
-        if (*extn < 0)
-            return "an extension answer that is not permessage-deflate";
-    }
-    return NULL;
+    char host[256];
+    char quoted_id[160];
+    char quoted_host[300];
+    char json[600];
+    uint8_t header[WSG_WS_MAX_HEADER];
+    wsg_registry_public_host(b->proxy->gw->registry, backend, host, sizeof(host));
+    wsg_json_quote(quoted_id, sizeof(quoted_id), backend->id, strlen(backend->id));
+    wsg_json_quote(quoted_host, sizeof(quoted_host), host, strlen(host));
+    int n = snprintf(json, sizeof(json),
+                     "{\"type\":\"server_assignment\",\"serverId\":%s,\"publicHost\":%s,"
+                     "\"port\":%u,\"wsPort\":%u}",
+                     quoted_id, quoted_host, backend->http_port, backend->ws_port);
+    size_t h = wsg_ws_header_write(header, true, 0, WSG_WS_OP_TEXT, (uint64_t)n, NULL);
+    if (bridge_write_client(b, header, h) == 0)
+        bridge_write_client(b, json, (size_t)n);
 }
 
-/* Sends the client its 101 with the backend's choices and its other
- * end-to-end headers (a Set-Cookie, say). */
-static int write_switch(wsg_bridge *b, const wsg_http_head *ans, wsg_str protocol,
-                        const char *ext, int extn)
+/* Remembers the backend's choices, so that a later backend is held to
+ * them. Nothing is kept when there were none (the usual case). */
+static int keep_choices(wsg_bridge *b, wsg_str protocol, wsg_str extensions)
 {
-    const client_hs *hs = b->hs;
+    if (protocol.len == 0 && extensions.len == 0)
+        return 0;
+    b->agreed = malloc(protocol.len + extensions.len + 2);
+    if (b->agreed == NULL)
+        return -1;
+    memcpy(b->agreed, protocol.p, protocol.len);
+    b->agreed[protocol.len] = '\n';
+    memcpy(b->agreed + protocol.len + 1, extensions.p, extensions.len);
+    b->agreed[protocol.len + 1 + extensions.len] = '\0';
+    return 0;
+}
+
+int upgrade_accept(wsg_bridge *b, const wsg_http_head *ans, wsg_str protocol, wsg_str extensions)
+{
+    client_hs *hs = b->hs;
+    wsg_backend *backend = b->up->backend;
     char accept[WSG_WS_ACCEPT_LEN + 1];
+    char ext[1024];
+    int extn = extensions.len ? wsg_ws_answer_for_client(extensions, ext, sizeof(ext)) : 0;
     wsg_buf *w = NULL;
-    int rc = 0;
+    int rc = keep_choices(b, protocol, extensions);
     wsg_str connection = wsg_http_header_get(ans, WSG_STR("Connection"));
     wsg_ws_accept(wsg_http_header_get(&hs->head, WSG_STR("Sec-WebSocket-Key")), accept);
     rc |= put_cstr(&w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-    rc |= put_cstr(&w, accept);
-    rc |= put(&w, "\r\n", 2);
+                       "Connection: Upgrade\r\n");
+    rc |= put_header(&w, WSG_STR("Sec-WebSocket-Accept"), wsg_str_cstr(accept));
     if (protocol.len)
         rc |= put_header(&w, WSG_STR("Sec-WebSocket-Protocol"), protocol);
     if (extn > 0)
         rc |= put_header(&w, WSG_STR("Sec-WebSocket-Extensions"), wsg_str_make(ext, (size_t)extn));
+    /* The backend's other end-to-end headers (a Set-Cookie, say). */
     for (uint32_t i = 0; i < ans->header_count; i++) {
         const wsg_http_header *hd = &ans->headers[i];
-        if (wsg_str_starts_with(hd->name, WSG_STR("Sec-WebSocket-")) ||
-            wsg_str_starts_with(hd->name, WSG_STR("sec-websocket-")) ||
+        if (wsg_str_eq_nocase(wsg_str_make(hd->name.p, hd->name.len < 14 ? hd->name.len : 14),
+                              WSG_STR("Sec-WebSocket-")) ||
             wsg_http_is_hop_by_hop(hd->name, connection) ||
             wsg_str_eq_nocase(hd->name, WSG_STR("Content-Length")))
             continue;
         rc |= put_header(&w, hd->name, hd->value);
     }
-    rc |= put(&w, "\r\n", 2);
+    rc |= put_bytes(&w, "\r\n", 2);
     if (rc != 0) {
         wsg_buf_free(&w);
+        upgrade_answer(b, 503, "", "out of memory");
         return -1;
     }
     rc = bridge_write_client(b, wsg_buf_begin(w), wsg_buf_len(w));
     wsg_buf_free(&w);
-    return rc;
-}
-
-static void switch_to_frames(wsg_bridge *b)
-{
-    wsg_upstream *u = b->up;
-    upstream_hs *uh = u->hs;
-    const wsg_http_head *ans = &uh->head;
-    wsg_str protocol;
-    char ext[1024];
-    int extn;
-    const char *bad = check_switch(b, ans, &protocol, ext, sizeof(ext), &extn);
-    if (bad) {
-        wsg_log_warn("backend answered the upgrade wrongly", "backend=%s conn=%llu why=\"%s\"",
-                     u->backend->id, (unsigned long long)b->id, bad);
-        upgrade_answer(b, 502, "", "backend answered the upgrade wrongly");
-        return;
-    }
-    if (write_switch(b, ans, protocol, ext, extn) < 0)
-        return;
-    if (extn > 0) {
-        b->rx.flags |= WSG_WS_S_DEFLATE;
-        u->rx.flags |= WSG_WS_S_DEFLATE;
-    }
-    /* Frames the backend sent right behind its 101. */
-    wsg_buf *raw = uh->raw;
-    size_t head_len = ans->head_len;
-    uh->raw = NULL;
-    upstream_hs_free(u);
+    if (rc < 0)
+        return -1;
+    if (b->session)
+        wsg_sessions_assign(b->proxy->gw->sessions, b->session, backend);
+    if (config_of(b)->server_assignment)
+        send_assignment(b, backend);
     upgrade_free(b);
-    u->state = U_OPEN;
     bridge_open(b);
-    if (raw && wsg_buf_len(raw) > head_len && b->up == u)
-        bridge_relay_from_backend(b, wsg_buf_begin(raw) + head_len, wsg_buf_len(raw) - head_len);
-    wsg_buf_free(&raw);
-}
-
-/* Body bytes of a non-101 answer go to the client as they come. */
-static void relay_body(void *ctx, const char *at, size_t len)
-{
-    wsg_bridge *b = ctx;
-    if (b->state == B_ANSWERING)
-        bridge_write_client(b, at, len);
-}
-
-static void relay_body_bytes(wsg_bridge *b, const uint8_t *p, size_t n)
-{
-    upstream_hs *uh = b->up->hs;
-    if (n == 0)
-        return;
-    long used = wsg_http_reader_body(&uh->reader, (const char *)p, n, relay_body, b);
-    if (b->state != B_ANSWERING)
-        return;
-    if (used < 0 || uh->reader.body_done)
-        bridge_end(b, "relayed the backend's answer");
-}
-
-/* Relays a backend's refusal (401, 403, 404, ...) with its status and
- * body, so that the application's answer reaches the client. */
-static void relay_answer(wsg_bridge *b)
-{
-    wsg_upstream *u = b->up;
-    upstream_hs *uh = u->hs;
-    const wsg_http_head *ans = &uh->head;
-    char line[96];
-    char client[64];
-    wsg_buf *w = NULL;
-    int rc = 0;
-    wsg_str connection = wsg_http_header_get(ans, WSG_STR("Connection"));
-    wsg_peer_format(&b->peer, client, sizeof(client));
-    wsg_log_info("handshake refused by the backend", "conn=%llu client=%s backend=%s status=%d",
-                 (unsigned long long)b->id, client, u->backend->id, ans->status);
-    wsg_count(&b->proxy->counters, WSG_C_HANDSHAKES_REJECTED, 1);
-    snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", ans->status, wsg_http_reason(ans->status));
-    rc |= put_cstr(&w, line);
-    for (uint32_t i = 0; i < ans->header_count; i++) {
-        const wsg_http_header *hd = &ans->headers[i];
-        if (wsg_http_is_hop_by_hop(hd->name, connection))
-            continue;
-        rc |= put_header(&w, hd->name, hd->value);
-    }
-    rc |= put_cstr(&w, "Connection: close\r\n\r\n");
-    b->flags |= BF_LINGER;
-    b->state = B_ANSWERING;
-    u->state = U_RELAYING;
-    if (rc != 0 || bridge_write_client(b, wsg_buf_begin(w), wsg_buf_len(w)) < 0) {
-        wsg_buf_free(&w);
-        if (b->state == B_ANSWERING)
-            bridge_end(b, "out of memory");
-        return;
-    }
-    wsg_buf_free(&w);
-    if (!wsg_http_head_has_body(ans, HTTP_RESPONSE)) {
-        bridge_end(b, "relayed the backend's answer");
-        return;
-    }
-    bridge_sync_reading(b);
-    relay_body_bytes(b, wsg_buf_begin(uh->raw) + ans->head_len,
-                     wsg_buf_len(uh->raw) - ans->head_len);
-}
-
-static void answer_head_read(wsg_bridge *b)
-{
-    wsg_upstream *u = b->up;
-    upstream_hs *uh = u->hs;
-    const wsg_config *cfg = config_of(b);
-    size_t have = wsg_buf_len(uh->raw);
-    size_t room = cfg->max_header_size + 1 - have;
-    if (room > WSG_SCRATCH_SIZE)
-        room = WSG_SCRATCH_SIZE;
-    uint8_t *buf = b->proxy->worker->scratch + WSG_SCRATCH_HEADROOM;
-    long n = wsg_sock_read(&u->sock, buf, room);
-    if (n == 0)
-        return;
-    if (n < 0) {
-        wsg_log_warn("backend closed during the handshake", "backend=%s conn=%llu",
-                     u->backend->id, (unsigned long long)b->id);
-        upgrade_answer(b, 502, "", "backend closed the connection during the handshake");
-        return;
-    }
-    u->rx_at = bridge_now(b);
-    if (wsg_buf_append(&uh->raw, buf, (size_t)n) < 0) {
-        upgrade_answer(b, 503, "", "out of memory");
-        return;
-    }
-    int rc = wsg_http_reader_head(&uh->reader, (const char *)wsg_buf_begin(uh->raw),
-                                  wsg_buf_len(uh->raw), &uh->head);
-    if (rc == 0)
-        return;
-    if (rc < 0) {
-        wsg_log_warn("backend answered the upgrade wrongly", "backend=%s conn=%llu why=\"%s\"",
-                     u->backend->id, (unsigned long long)b->id, "malformed HTTP answer");
-        upgrade_answer(b, 502, "", "backend answered the upgrade wrongly");
-        return;
-    }
-    if (uh->head.status == 101)
-        switch_to_frames(b);
-    else if (uh->head.status >= 200)
-        relay_answer(b);
-    else
-        upgrade_answer(b, 502, "", "backend answered the upgrade wrongly");
-}
-
-static void answer_body_read(wsg_bridge *b)
-{
-    wsg_upstream *u = b->up;
-    uint8_t *buf = b->proxy->worker->scratch + WSG_SCRATCH_HEADROOM;
-    long n = wsg_sock_read(&u->sock, buf, WSG_SCRATCH_SIZE);
-    if (n == 0)
-        return;
-    if (n < 0) {
-        wsg_http_reader_eof(&u->hs->reader);
-        bridge_end(b, "relayed the backend's answer");
-        return;
-    }
-    relay_body_bytes(b, buf, (size_t)n);
-}
-
-void upgrade_on_upstream_event(wsg_upstream *u, int events)
-{
-    wsg_bridge *b = u->bridge;
-    if (events < 0) {
-        if (u->state == U_CONNECTING)
-            dial_failed(b, "poll error");
-        else
-            upgrade_answer(b, 502, "", "backend connection failed");
-        return;
-    }
-    if (u->state == U_CONNECTING) {
-        if (!(events & UV_WRITABLE))
-            return;
-        int rc = wsg_sock_connect_result(&u->sock);
-        if (rc == 0)
-            rc = send_request(b);
-        if (rc < 0) {
-            dial_failed(b, uv_strerror(rc));
-            return;
-        }
-        u->state = U_HANDSHAKE;
-        bridge_sync_reading(b);
-        return;
-    }
-    if (events & UV_WRITABLE) {
-        int rc = wsg_sock_flush(&u->sock);
-        if (rc < 0) {
-            if (u->state == U_HANDSHAKE)
-                dial_failed(b, uv_strerror(rc));
-            else
-                bridge_end(b, "backend connection failed");
-            return;
-        }
-    }
-    if (!(events & UV_READABLE) || b->up != u || wsg_sock_is_closing(&u->sock))
-        return;
-    if (u->state == U_HANDSHAKE)
-        answer_head_read(b);
-    else if (u->state == U_RELAYING)
-        answer_body_read(b);
+    return 0;
 }
 
 void upgrade_timeout(wsg_bridge *b)
@@ -748,8 +506,9 @@ void upgrade_timeout(wsg_bridge *b)
         upgrade_answer(b, 408, "", "the upgrade request did not arrive in time");
         return;
     }
-    if (now < b->hs->deadline) {
-        bridge_arm(b, b->hs->deadline);
+    uint64_t deadline = b->hs ? b->hs->deadline : b->opened_at;
+    if (now < deadline) {
+        bridge_arm(b, deadline);
         return;
     }
     if (b->state == B_CONNECTING) {

@@ -236,9 +236,14 @@ void wsg_ws_stream_next(wsg_ws_stream *s, const wsg_ws_policy *pol, wsg_rand *rn
                 goto failed;
             }
             pos += chunk;
+            uint32_t ended = span->messages;
             if (s->frame_left == 0 && !end_data_frame(s, pol, span)) {
                 f = F_CUT_UTF8;
                 goto failed;
+            }
+            if (span->messages != ended && (s->flags & WSG_WS_S_STOP_AT_END)) {
+                s->flags &= (uint8_t)~WSG_WS_S_STOP_AT_END;
+                break;
             }
             continue;
         }
@@ -264,9 +269,14 @@ void wsg_ws_stream_next(wsg_ws_stream *s, const wsg_ws_policy *pol, wsg_rand *rn
         frame_start = pos;
         begin_data_frame(s, pol, rng, p + pos, &h);
         pos += h.size;
+        uint32_t ended = span->messages;
         if (h.len == 0 && !end_data_frame(s, pol, span)) {
             f = F_CUT_UTF8;
             goto failed;
+        }
+        if (span->messages != ended && (s->flags & WSG_WS_S_STOP_AT_END)) {
+            s->flags &= (uint8_t)~WSG_WS_S_STOP_AT_END;
+            break;
         }
     }
     span->kind = WSG_WS_SPAN_DATA;

@@ -150,6 +150,8 @@ enum {
     WSG_WS_S_DEFLATE = 16,    /* permessage-deflate was agreed: RSV1 allowed */
     WSG_WS_S_REKEY = 32,      /* the current frame is re-masked */
     WSG_WS_S_MASKED = 64,     /* the current frame is masked */
+    WSG_WS_S_STOP_AT_END = 128, /* end the DATA span where the current message
+                                   ends (the flag then clears itself) */
 };
 
 typedef enum wsg_ws_span_kind {

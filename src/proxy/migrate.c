@@ -1,0 +1,252 @@
+/* Live failover: a session moves to another backend while its client stays
+ * connected.
+ *
+ * A session moves when its upstream ends without a close frame (EOF, reset,
+ * unanswered pings), when its backend is declared down or unregistered, and
+ * when its backend drains (then between two messages, losslessly). The move:
+ *
+ *   1. The old upstream is dropped. If the backend was in the middle of a
+ *      message toward the client, that message can never be completed: the
+ *      client gets 1011 instead. If the client was in the middle of a message,
+ *      the rest of it is dropped (counted): no backend gets half a message.
+ *   2. Client frames arriving meanwhile are held, in order, up to
+ *      MIGRATION_BUFFER; past that the client is simply not read.
+ *   3. After a random delay (jitter, so that a big backend's death is no
+ *      thundering herd) and within MIGRATION_CONCURRENCY dials per worker, a
+ *      backend chosen by the balancer, never the one left, is dialled with
+ *      the same request, X-Wsgate-Migrated-From, and exactly the subprotocol
+ *      and permessage-deflate parameters the session runs with. A backend
+ *      that will not agree to them ends the session with 1011.
+ *   4. On its 101 the held frames go out first, then frames flow again.
+ *      No backend found within MIGRATION_TIMEOUT: the client gets 1013.
+ *
+ * Messages already handed to a failed backend may have died with it (at
+ * most once; the bytes are counted); none is delivered twice or truncated.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proxy/proxy_int.h"
+
+/* Pause between two dial rounds when no backend is eligible right now. */
+#define RETRY_MS 200
+/* Longest random delay before a moving session's first dial. */
+#define MAX_JITTER_MS 500
+
+static uint32_t random_below(wsg_bridge *b, uint32_t n)
+{
+    uint32_t r;
+    if (n == 0)
+        return 0;
+    wsg_rand_bytes(&b->proxy->worker->rng, &r, sizeof(r));
+    return r % n;
+}
+
+bool migrate_possible(const wsg_bridge *b)
+{
+    const uint8_t closing = BF_CLIENT_SENT_CLOSE | BF_CLIENT_GOT_CLOSE | BF_BACKEND_SENT_CLOSE |
+                            BF_BACKEND_GOT_CLOSE;
+    return b->state == B_OPEN && !(b->flags & closing) && b->mig == NULL && b->up &&
+           b->up->state == U_OPEN && !b->proxy->closing_all;
+}
+
+void migrate_free(wsg_bridge *b)
+{
+    migration *m = b->mig;
+    if (m == NULL)
+        return;
+    if (m->dialing)
+        b->proxy->dials_in_flight--;
+    b->proxy->moving--;
+    wsg_buf_free(&m->hold);
+    if (m->left)
+        wsg_backend_unref(m->left);
+    free(m);
+    b->mig = NULL;
+}
+
+/* Ends a move that cannot succeed. */
+static void give_up(wsg_bridge *b, uint16_t code, const char *reason)
+{
+    wsg_count(&b->proxy->counters, WSG_C_MIGRATIONS_FAILED, 1);
+    wsg_log_warn("session could not move", "conn=%llu from=%s code=%u why=\"%s\"",
+                 (unsigned long long)b->id, b->mig && b->mig->left ? b->mig->left->id : "-", code,
+                 reason);
+    migrate_free(b);
+    bridge_close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "session abandoned", reason);
+}
+
+void migrate_begin(wsg_bridge *b, const char *why, bool graceful)
+{
+    wsg_proxy *px = b->proxy;
+    wsg_upstream *u = b->up;
+    uint64_t now = bridge_now(b);
+    if (!wsg_ws_stream_at_message_boundary(&u->rx)) {
+        /* The client has part of a message no other backend can finish. */
+        wsg_count(&px->counters, WSG_C_MIGRATIONS_FAILED, 1);
+        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend failed mid-message",
+                          WSG_WS_CLOSE_GOING_AWAY, "session abandoned", why);
+        bridge_release_upstream(b);
+        return;
+    }
+    migration *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "out of memory", WSG_WS_CLOSE_GOING_AWAY,
+                          "session abandoned", "out of memory while moving");
+        bridge_release_upstream(b);
+        return;
+    }
+    if (graceful)
+        bridge_close_frame_to_backend(b, WSG_WS_CLOSE_GOING_AWAY, "session moved");
+    else
+        wsg_count(&px->counters, WSG_C_MIGRATION_LOST_BYTES, wsg_sock_pending(&u->sock));
+    m->left = u->backend;
+    wsg_backend_ref(m->left);
+    atomic_fetch_add_explicit(&m->left->migrations_out, 1, memory_order_relaxed);
+    m->started = now;
+    m->deadline = now + bridge_config(b)->migration_timeout;
+    /* Spread the dials of many sessions leaving at once over a window
+     * that grows with their number. */
+    uint32_t window = px->moving / 4 < MAX_JITTER_MS ? px->moving / 4 : MAX_JITTER_MS;
+    m->not_before = now + random_below(b, window + 1);
+    b->mig = m;
+    px->moving++;
+    if (!wsg_ws_stream_at_message_boundary(&b->rx)) {
+        m->dropping = true;
+        b->rx.flags |= WSG_WS_S_STOP_AT_END;
+        wsg_count(&px->counters, WSG_C_MIGRATION_DROPPED, 1);
+    }
+    b->flags &= (uint8_t)~(BF_DRAIN_PENDING | BF_BACKEND_GOT_CLOSE);
+    wsg_log_info("session moving", "conn=%llu from=%s why=\"%s\"", (unsigned long long)b->id,
+                 m->left->id, why);
+    bridge_release_upstream(b);
+    bridge_sync_reading(b);
+    bridge_arm(b, m->not_before);
+}
+
+static void try_dial(wsg_bridge *b, uint64_t now)
+{
+    wsg_proxy *px = b->proxy;
+    migration *m = b->mig;
+    if (px->dials_in_flight >= bridge_config(b)->migration_concurrency) {
+        m->not_before = now + 10 + random_below(b, 20);
+        return;
+    }
+    wsg_service *svc = wsg_registry_service(px->gw->registry, wsg_str_cstr(m->left->service));
+    if (svc == NULL)
+        svc = px->gw->registry->default_service;
+    wsg_str key = b->session ? wsg_str_make(b->session->key, b->session->key_len)
+                             : wsg_str_make(NULL, 0);
+    wsg_backend *next = wsg_registry_pick(px->gw->registry, svc, key, NULL, m->left, now);
+    if (next == NULL) {
+        m->not_before = now + RETRY_MS;
+        return;
+    }
+    m->dials++;
+    int rc = dial_start(b, next, m->left->id);
+    if (rc < 0) {
+        wsg_backend_mark_suspect(next, now, 2000);
+        wsg_backend_release(next);
+        m->not_before = now + 10;
+        return;
+    }
+    m->dialing = true;
+    px->dials_in_flight++;
+}
+
+void migrate_on_timer(wsg_bridge *b, uint64_t now)
+{
+    migration *m = b->mig;
+    if (now >= m->deadline) {
+        give_up(b, WSG_WS_CLOSE_TRY_LATER, "no backend available");
+        return;
+    }
+    if (!m->dialing && now >= m->not_before)
+        try_dial(b, now);
+}
+
+uint64_t migrate_next_due(const wsg_bridge *b)
+{
+    const migration *m = b->mig;
+    if (m->dialing)
+        return m->deadline;
+    return m->not_before < m->deadline ? m->not_before : m->deadline;
+}
+
+void migrate_dial_failed(wsg_bridge *b, const char *why)
+{
+    migration *m = b->mig;
+    wsg_upstream *u = b->up;
+    uint64_t now = bridge_now(b);
+    if (u && u->backend) {
+        wsg_backend_mark_suspect(u->backend, now, 2000);
+        wsg_log_warn("backend unreachable", "backend=%s conn=%llu why=\"%s\"", u->backend->id,
+                     (unsigned long long)b->id, why);
+    }
+    bridge_release_upstream(b);
+    if (m->dialing) {
+        m->dialing = false;
+        b->proxy->dials_in_flight--;
+    }
+    m->not_before = now + 10 + random_below(b, 40);
+    bridge_arm(b, m->not_before);
+}
+
+/* The new backend agreed: what was held goes out first, then frames flow. */
+void migrate_switched(wsg_bridge *b)
+{
+    wsg_proxy *px = b->proxy;
+    migration *m = b->mig;
+    wsg_upstream *u = b->up;
+    uint64_t now = bridge_now(b);
+    char client[64];
+    size_t held = wsg_buf_len(m->hold);
+    if (held) {
+        uv_buf_t buf = uv_buf_init((char *)wsg_buf_begin(m->hold), (unsigned)held);
+        if (wsg_sock_write(&u->sock, &buf, 1) < 0) {
+            migrate_dial_failed(b, "cannot write to the backend");
+            return;
+        }
+    }
+    if (b->session)
+        wsg_sessions_assign(px->gw->sessions, b->session, u->backend);
+    atomic_fetch_add_explicit(&u->backend->migrations_in, 1, memory_order_relaxed);
+    wsg_registry_record_migration(px->gw->registry, m->left->id, u->backend->id, now);
+    wsg_count(&px->counters, WSG_C_MIGRATIONS, 1);
+    wsg_peer_format(&b->peer, client, sizeof(client));
+    wsg_log_info("session migrated", "conn=%llu client=%s from=%s to=%s held_bytes=%zu ms=%llu",
+                 (unsigned long long)b->id, client, m->left->id, u->backend->id, held,
+                 (unsigned long long)(now - m->started));
+    u->rx_at = now;
+    migrate_free(b);
+    bridge_sync_reading(b);
+    bridge_arm(b, now + bridge_config(b)->ping_interval);
+}
+
+int migrate_hold(wsg_bridge *b, const uv_buf_t *bufs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (wsg_buf_append(&b->mig->hold, bufs[i].base, bufs[i].len) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+bool migrate_hold_full(const wsg_bridge *b)
+{
+    return b->mig && wsg_buf_len(b->mig->hold) >= bridge_config(b)->migration_buffer;
+}
+
+void migrate_check_drain(wsg_bridge *b)
+{
+    wsg_upstream *u = b->up;
+    if (!(b->flags & BF_DRAIN_PENDING) || !migrate_possible(b))
+        return;
+    /* Between two messages both ways, with nothing still queued for the
+     * old backend: the move loses nothing. */
+    if (!wsg_ws_stream_at_message_boundary(&b->rx) || !wsg_ws_stream_at_message_boundary(&u->rx) ||
+        u->held || wsg_sock_pending(&u->sock) > 0)
+        return;
+    migrate_begin(b, "backend draining", true);
+}

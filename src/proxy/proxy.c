@@ -1,0 +1,115 @@
+/* A worker's share of the proxy: admitting connections, reacting to the
+ * registry, shutting down. */
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "proxy/proxy_int.h"
+
+/* ---- accepting ---------------------------------------------------------- */
+
+void wsg_proxy_refuse(int fd, const char *message)
+{
+    char answer[512];
+    size_t n = wsg_http_error_response(answer, sizeof(answer), 503, "Retry-After: 1\r\n", message);
+    ssize_t rc = send(fd, answer, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)rc;
+    close(fd);
+}
+
+static void refuse(wsg_proxy *p, int fd, const char *why)
+{
+    uint64_t now = uv_now(&p->worker->loop);
+    wsg_count(&p->counters, WSG_C_CONNECTIONS_REFUSED, 1);
+    if (now - p->refused_logged_at >= 1000) {
+        /* Once a second per worker at most: a flood must not flood the log. */
+        p->refused_logged_at = now;
+        wsg_log_warn("connection refused", "worker=%u why=\"%s\" clients=%ld",
+                     p->worker->index, why,
+                     atomic_load_explicit(&p->gw->clients, memory_order_relaxed));
+    }
+    wsg_proxy_refuse(fd, why);
+}
+
+void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
+{
+    wsg_gateway *gw = p->gw;
+    if (p->closing_all || atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
+        refuse(p, fd, "gateway is shutting down");
+        return;
+    }
+    if (!wsg_fd_budget_take(&gw->fds, 2)) {
+        refuse(p, fd, "gateway is at its file descriptor limit");
+        return;
+    }
+    long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
+    if (before >= gw->max_clients || bridge_create(p, fd, peer) == NULL) {
+        atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
+        wsg_fd_budget_give(&gw->fds, 2);
+        refuse(p, fd, before >= gw->max_clients ? "gateway is at its connection limit"
+                                                 : "out of memory");
+    }
+}
+
+void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)
+{
+    memset(p, 0, sizeof(*p));
+    p->worker = w;
+    p->gw = gw;
+    wsg_list_init(&p->bridges);
+    p->from_client = (wsg_ws_policy){
+        .max_message = gw->cfg->max_message_size,
+        .from_client = true,
+        .remask = true,
+        .validate_utf8 = gw->cfg->validate_utf8,
+    };
+    p->from_backend = (wsg_ws_policy){
+        .max_message = gw->cfg->max_message_size,
+        .from_client = false,
+        .remask = false,
+        .validate_utf8 = gw->cfg->validate_utf8,
+    };
+}
+
+void wsg_proxy_close_all(wsg_proxy *p, bool now)
+{
+    p->closing_all = true;
+    for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next)
+        bridge_shutdown(wsg_container_of(it, wsg_bridge, link), now);
+}
+
+void wsg_proxy_backends_changed(wsg_proxy *p)
+{
+    const wsg_config *cfg = p->gw->cfg;
+    bool finish = strcmp(cfg->drain_mode, "finish") == 0;
+    uint64_t mono = wsg_registry_mono_ms();
+    for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next) {
+        wsg_bridge *b = wsg_container_of(it, wsg_bridge, link);
+        if (!migrate_possible(b))
+            continue;
+        wsg_backend *backend = b->up->backend;
+        switch (wsg_backend_state_of(backend)) {
+        case WSG_BACKEND_DOWN:
+            migrate_begin(b, "backend out of service", true);
+            break;
+        case WSG_BACKEND_DRAINING:
+            if (finish && mono < atomic_load_explicit(&backend->drain_since,
+                                                      memory_order_relaxed) + cfg->drain_timeout)
+                break;
+            b->flags |= BF_DRAIN_PENDING;
+            migrate_check_drain(b);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+unsigned wsg_gateway_connections(const wsg_gateway *gw)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < gw->proxy_count; i++)
+        n += wsg_proxy_live(gw->proxies[i]);
+    return n;
+}
