@@ -1,13 +1,14 @@
-/* The HTTP port: health and readiness endpoints, served by every worker
- * on its own listener, with keep-alive.
+/* The HTTP port: backend registration, operations (drain), health and
+ * readiness, served by every worker on its own listener, with keep-alive.
  *
- * Requests are read with the http module, routed by a table of (method,
- * path) to a handler, and answered as JSON. A handler fills a wsg_reply; the
- * connection writes it.
+ * Requests are read with the http module and routed by (method, path) to a
+ * handler. A handler fills a wsg_reply at once, or defers it (a DNS lookup
+ * under way) and finishes it later with wsg_admin_finish.
  */
 #ifndef WSG_ADMIN_H
 #define WSG_ADMIN_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -25,18 +26,23 @@ typedef struct wsg_admin {
     bool closing_all;
 } wsg_admin;
 
-/* What a handler answers: a status and a JSON body (NUL-terminated). */
+typedef struct wsg_http_conn wsg_http_conn;
+
+/* What a handler answers. status 0 means "deferred". */
 typedef struct wsg_reply {
     int status;
-    char body[2048];
-    const char *extra_headers; /* "" or CRLF-terminated lines */
+    char *body;                /* malloc'd; the connection frees it */
+    const char *content_type;  /* NULL: application/json */
+    const char *extra_headers; /* NULL or CRLF-terminated lines */
 } wsg_reply;
 
-/* The request a handler sees. */
+/* The request a handler sees; valid until the handler returns. */
 typedef struct wsg_request {
     const wsg_http_head *head;
     const char *body;
     size_t body_len;
+    const wsg_peer *peer;
+    wsg_http_conn *conn;
 } wsg_request;
 
 void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_worker *w, wsg_counters *counters);
@@ -52,9 +58,44 @@ static inline unsigned wsg_admin_live(const wsg_admin *a)
     return atomic_load_explicit(&a->live, memory_order_relaxed);
 }
 
-/* health.c: the handlers of /health, /healthz and /readyz. */
-void wsg_health_live(const wsg_admin *a, const wsg_request *req, wsg_reply *reply);
-void wsg_health_ready(const wsg_admin *a, const wsg_request *req, wsg_reply *reply);
-void wsg_health_summary(const wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+/* Defers the reply of the request on conn. The connection writes NULL into
+ * *slot if it goes away first, so the finisher knows not to answer. */
+void wsg_admin_defer(wsg_http_conn *conn, wsg_http_conn **slot);
+
+/* Sends a deferred reply and goes on with the connection. */
+void wsg_admin_finish(wsg_http_conn *conn, wsg_reply *reply);
+
+/* ---- replies ---------------------------------------------------------- */
+
+/* Sets a JSON reply from obj (the reference is taken). */
+void wsg_reply_json(wsg_reply *r, int status, json_t *obj);
+
+/* Sets {"success": false, "error": message, "message": message}. */
+void wsg_reply_error(wsg_reply *r, int status, const char *message);
+
+/* ---- authentication (auth.c) -------------------------------------------- */
+
+/* True when the request carries the gateway key: "authKey" in the JSON
+ * body, or "Authorization: Bearer <key>". Compared in constant time. */
+bool wsg_admin_authorized(const wsg_admin *a, const wsg_request *req, const json_t *body);
+
+/* Compares a candidate with the gateway key in constant time. */
+bool wsg_admin_key_matches(const wsg_admin *a, const char *candidate, size_t len);
+
+/* ---- handlers ------------------------------------------------------------ */
+
+/* health.c: /health, /healthz, /readyz */
+void wsg_health_live(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_health_ready(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_health_summary(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
+/* register.c: the seed-000 registration API */
+void wsg_api_register(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_api_heartbeat(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_api_unregister(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
+/* drain.c: POST /drain and /undrain */
+void wsg_api_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_api_undrain(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
 #endif

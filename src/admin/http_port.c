@@ -12,36 +12,75 @@
 /* Bodies on the HTTP port are small JSON documents. */
 #define MAX_BODY (64 * 1024)
 
-typedef void (*handler_fn)(const wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+typedef void (*handler_fn)(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
 typedef struct route {
+    int method; /* HTTP_GET also serves HEAD */
     const char *path;
     handler_fn handler;
 } route;
 
 static const route routes[] = {
-    {"/healthz", wsg_health_live},
-    {"/readyz", wsg_health_ready},
-    {"/health", wsg_health_summary},
+    {HTTP_GET, "/healthz", wsg_health_live},
+    {HTTP_GET, "/readyz", wsg_health_ready},
+    {HTTP_GET, "/health", wsg_health_summary},
+    {HTTP_POST, "/register", wsg_api_register},
+    {HTTP_POST, "/heartbeat", wsg_api_heartbeat},
+    {HTTP_POST, "/unregister", wsg_api_unregister},
+    {HTTP_POST, "/drain", wsg_api_drain},
+    {HTTP_POST, "/undrain", wsg_api_undrain},
 };
 
-typedef struct http_conn {
+struct wsg_http_conn {
     wsg_sock sock;
     wsg_timer timer;
     wsg_list link;
     wsg_admin *admin;
     wsg_buf *in;        /* bytes of the request being read, and any after it */
     wsg_buf *body;      /* decoded body of the request */
+    wsg_http_conn **deferred; /* a handler finishing later holds this */
+    wsg_peer peer;
     uint64_t deadline;
+    size_t used;        /* bytes of `in` the deferred request takes */
+    bool keep_alive;    /* of the deferred request */
+    bool head_only;
     bool closing;       /* answer queued; close once it is sent */
     wsg_http_reader reader;
     wsg_http_head head;
-} http_conn;
+};
+
+typedef wsg_http_conn http_conn;
+
+static void process_input(http_conn *c);
+
+/* ---- replies ------------------------------------------------------------ */
+
+void wsg_reply_json(wsg_reply *r, int status, json_t *obj)
+{
+    r->status = status;
+    r->body = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (r->body == NULL) {
+        r->status = 500;
+        r->body = strdup("{\"error\":\"out of memory\"}");
+    }
+}
+
+void wsg_reply_error(wsg_reply *r, int status, const char *message)
+{
+    wsg_reply_json(r, status,
+                   json_pack("{s:b, s:s, s:s}", "success", 0, "error", message, "message",
+                             message));
+}
+
+/* ---- connections -------------------------------------------------------- */
 
 static void conn_free(uv_handle_t *h)
 {
     http_conn *c = wsg_container_of(h, http_conn, sock.poll);
     wsg_admin *a = c->admin;
+    if (c->deferred)
+        *c->deferred = NULL; /* the handler must not answer a closed connection */
     wsg_timer_cancel(a->worker, &c->timer);
     wsg_list_remove(&c->link);
     atomic_store_explicit(&a->live, wsg_admin_live(a) - 1, memory_order_relaxed);
@@ -65,24 +104,30 @@ static void start_request(http_conn *c)
     wsg_timer_schedule(c->admin->worker, &c->timer, c->deadline);
 }
 
-static void send_reply(http_conn *c, const wsg_reply *r, bool keep_alive, bool head_only)
+static void send_reply(http_conn *c, wsg_reply *r, bool keep_alive, bool head_only)
 {
-    char head[512];
-    size_t blen = strlen(r->body);
+    char head[768];
+    const char *body = r->body ? r->body : "";
+    size_t blen = strlen(body);
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\n"
-                     "Content-Type: application/json\r\n"
+                     "Content-Type: %s\r\n"
                      "Content-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n"
                      "X-Content-Type-Options: nosniff\r\n"
                      "%s"
                      "%s"
                      "\r\n",
-                     r->status, wsg_http_reason(r->status), blen,
-                     keep_alive ? "" : "Connection: close\r\n", r->extra_headers);
+                     r->status, wsg_http_reason(r->status),
+                     r->content_type ? r->content_type : "application/json", blen,
+                     keep_alive ? "" : "Connection: close\r\n",
+                     r->extra_headers ? r->extra_headers : "");
     uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)n),
-                        uv_buf_init((char *)r->body, head_only ? 0 : (unsigned)blen)};
-    if (wsg_sock_write(&c->sock, bufs, 2) < 0) {
+                        uv_buf_init((char *)body, head_only ? 0 : (unsigned)blen)};
+    int rc = wsg_sock_write(&c->sock, bufs, 2);
+    free(r->body);
+    r->body = NULL;
+    if (rc < 0) {
         conn_close(c);
         return;
     }
@@ -96,15 +141,6 @@ static void send_reply(http_conn *c, const wsg_reply *r, bool keep_alive, bool h
     }
 }
 
-static void reply_error(wsg_reply *r, int status, const char *message)
-{
-    char quoted[256];
-    r->status = status;
-    r->extra_headers = "";
-    wsg_json_quote(quoted, sizeof(quoted), message, strlen(message));
-    snprintf(r->body, sizeof(r->body), "{\"error\":%s}\n", quoted);
-}
-
 static void route_request(http_conn *c, wsg_reply *reply)
 {
     const wsg_http_head *h = &c->head;
@@ -112,20 +148,25 @@ static void route_request(http_conn *c, wsg_reply *reply)
         .head = h,
         .body = c->body ? (const char *)wsg_buf_begin(c->body) : "",
         .body_len = wsg_buf_len(c->body),
+        .peer = &c->peer,
+        .conn = c,
     };
-    reply->extra_headers = "";
+    bool path_known = false;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (!wsg_str_eq(h->path, wsg_str_cstr(routes[i].path)))
             continue;
-        if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
-            reply_error(reply, 405, "use GET");
-            reply->extra_headers = "Allow: GET, HEAD\r\n";
+        path_known = true;
+        bool get = routes[i].method == HTTP_GET;
+        if (h->method == routes[i].method || (get && h->method == HTTP_HEAD)) {
+            routes[i].handler(c->admin, &req, reply);
             return;
         }
-        routes[i].handler(c->admin, &req, reply);
+    }
+    if (path_known) {
+        wsg_reply_error(reply, 405, "method not allowed on this path");
         return;
     }
-    reply_error(reply, 404, "not found");
+    wsg_reply_error(reply, 404, "not found");
 }
 
 static void collect_body(void *ctx, const char *at, size_t len)
@@ -135,59 +176,94 @@ static void collect_body(void *ctx, const char *at, size_t len)
         c->closing = true;
 }
 
+/* Reads the body of the request whose head is parsed. Returns the bytes it
+ * took after the head, 0 when more must come, or -1 after answering an
+ * error. */
+static long read_body(http_conn *c, const char *data, size_t len)
+{
+    wsg_reply reply = {0};
+    size_t head = c->head.head_len;
+    if (!wsg_http_head_has_body(&c->head, HTTP_REQUEST))
+        return (long)head;
+    if (c->head.content_length != WSG_HTTP_NO_LENGTH && c->head.content_length > MAX_BODY) {
+        wsg_reply_error(&reply, 413, "request body too large (64 KiB at most)");
+        send_reply(c, &reply, false, false);
+        return -1;
+    }
+    long n = wsg_http_reader_body(&c->reader, data + head, len - head, collect_body, c);
+    if (n < 0 || wsg_buf_len(c->body) > MAX_BODY) {
+        wsg_reply_error(&reply, n < 0 ? 400 : 413,
+                        n < 0 ? "malformed request body" : "request body too large (64 KiB at most)");
+        send_reply(c, &reply, false, false);
+        return -1;
+    }
+    if (c->reader.body_done)
+        return (long)head + n;
+    /* Wait for the rest. The head is parsed again from the start then, so
+     * all bytes stay; bodies are small. */
+    wsg_buf_free(&c->body);
+    wsg_http_reader_init(&c->reader, HTTP_REQUEST, c->admin->gw->cfg->max_header_size);
+    if (len > c->admin->gw->cfg->max_header_size + MAX_BODY) {
+        wsg_reply_error(&reply, 413, "request body too large (64 KiB at most)");
+        send_reply(c, &reply, false, false);
+        return -1;
+    }
+    return 0;
+}
+
 /* Handles every complete request in c->in; returns when more input is
- * needed or the connection is closing. */
+ * needed, a reply is deferred, or the connection is closing. */
 static void process_input(http_conn *c)
 {
-    while (!c->closing && c->in) {
-        wsg_reply reply;
+    while (!c->closing && !c->deferred && c->in) {
+        wsg_reply reply = {0};
         const char *data = (const char *)wsg_buf_begin(c->in);
         size_t len = wsg_buf_len(c->in);
         int rc = wsg_http_reader_head(&c->reader, data, len, &c->head);
         if (rc == 0)
             return;
         if (rc < 0) {
-            reply_error(&reply, -rc, rc == -431 ? "request header fields too large"
-                                                : "malformed HTTP request");
+            wsg_reply_error(&reply, -rc, rc == -431 ? "request header fields too large"
+                                                    : "malformed HTTP request");
             send_reply(c, &reply, false, false);
             return;
         }
-        size_t used = c->head.head_len;
-        if (wsg_http_head_has_body(&c->head, HTTP_REQUEST)) {
-            if (c->head.content_length != WSG_HTTP_NO_LENGTH && c->head.content_length > MAX_BODY) {
-                reply_error(&reply, 413, "request body too large");
-                send_reply(c, &reply, false, false);
-                return;
-            }
-            long n = wsg_http_reader_body(&c->reader, data + used, len - used, collect_body, c);
-            if (n < 0 || wsg_buf_len(c->body) > MAX_BODY) {
-                reply_error(&reply, n < 0 ? 400 : 413,
-                            n < 0 ? "malformed request body" : "request body too large");
-                send_reply(c, &reply, false, false);
-                return;
-            }
-            if (!c->reader.body_done) {
-                /* Wait for the rest; the head is parsed again from the
-                 * start next time, so keep all bytes. */
-                wsg_buf_free(&c->body);
-                wsg_http_reader_init(&c->reader, HTTP_REQUEST,
-                                     c->admin->gw->cfg->max_header_size);
-                if (len > c->admin->gw->cfg->max_header_size + MAX_BODY) {
-                    reply_error(&reply, 413, "request body too large");
-                    send_reply(c, &reply, false, false);
-                }
-                return;
-            }
-            used += (size_t)n;
-        }
+        long used = read_body(c, data, len);
+        if (used <= 0)
+            return;
         wsg_count(c->admin->counters, WSG_C_HTTP_REQUESTS, 1);
+        c->used = (size_t)used;
+        c->keep_alive = c->head.keep_alive && !c->admin->closing_all;
+        c->head_only = c->head.method == HTTP_HEAD;
         route_request(c, &reply);
-        bool keep = c->head.keep_alive && !c->admin->closing_all;
-        send_reply(c, &reply, keep, c->head.method == HTTP_HEAD);
-        wsg_buf_consume(&c->in, used);
-        if (keep && !c->closing)
+        if (reply.status == 0) {
+            /* Deferred: reading stops until wsg_admin_finish. */
+            wsg_sock_set_reading(&c->sock, false);
+            return;
+        }
+        send_reply(c, &reply, c->keep_alive, c->head_only);
+        wsg_buf_consume(&c->in, c->used);
+        if (c->keep_alive && !c->closing)
             start_request(c);
     }
+}
+
+void wsg_admin_defer(wsg_http_conn *c, wsg_http_conn **slot)
+{
+    c->deferred = slot;
+    *slot = c;
+}
+
+void wsg_admin_finish(wsg_http_conn *c, wsg_reply *reply)
+{
+    c->deferred = NULL;
+    send_reply(c, reply, c->keep_alive, c->head_only);
+    if (c->closing || wsg_sock_is_closing(&c->sock))
+        return;
+    wsg_buf_consume(&c->in, c->used);
+    start_request(c);
+    wsg_sock_set_reading(&c->sock, true);
+    process_input(c);
 }
 
 static void on_event(wsg_sock *s, int status, int events)
@@ -206,7 +282,7 @@ static void on_event(wsg_sock *s, int status, int events)
             return;
         }
     }
-    if (!(events & UV_READABLE) || c->closing || wsg_sock_is_closing(s))
+    if (!(events & UV_READABLE) || c->closing || c->deferred || wsg_sock_is_closing(s))
         return;
     uint8_t *buf = c->admin->worker->scratch;
     long n = wsg_sock_read(s, buf, WSG_SCRATCH_SIZE);
@@ -222,8 +298,9 @@ static void on_event(wsg_sock *s, int status, int events)
 static void on_timer(wsg_timer *t)
 {
     http_conn *c = wsg_container_of(t, http_conn, timer);
-    if (uv_now(&c->admin->worker->loop) < c->deadline) {
-        wsg_timer_schedule(c->admin->worker, &c->timer, c->deadline);
+    if (c->deferred || uv_now(&c->admin->worker->loop) < c->deadline) {
+        wsg_timer_schedule(c->admin->worker, &c->timer,
+                           c->deferred ? uv_now(&c->admin->worker->loop) + 1000 : c->deadline);
         return;
     }
     conn_close(c);
@@ -231,7 +308,6 @@ static void on_timer(wsg_timer *t)
 
 void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer)
 {
-    (void)peer;
     if (a->closing_all || !wsg_fd_budget_take(&a->gw->fds, 1)) {
         wsg_proxy_refuse(fd, a->closing_all ? "gateway is shutting down"
                                             : "gateway is at its file descriptor limit");
@@ -246,6 +322,7 @@ void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer)
     }
     c->admin = a;
     c->timer.fire = on_timer;
+    wsg_peer_set(&c->peer, peer);
     wsg_list_insert_tail(&a->conns, &c->link);
     atomic_store_explicit(&a->live, wsg_admin_live(a) + 1, memory_order_relaxed);
     start_request(c);

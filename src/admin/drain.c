@@ -1,0 +1,85 @@
+/* POST /drain and /undrain: take a backend, or the whole gateway, out of
+ * rotation for a deploy, and back.
+ *
+ *   {"serverId": "b1"}  drains backend b1: no new sessions; its sessions move
+ *                       to other backends at a message boundary (or finish,
+ *                       with WSGATE_DRAIN_MODE=finish)
+ *   {} or no body       drains the gateway: readiness turns 503 and new
+ *                       WebSocket clients are refused; sessions stay
+ *
+ * Authenticated like every admin call: authKey in the body or a bearer
+ * token.
+ */
+#include <string.h>
+
+#include "admin/admin.h"
+#include "core/log.h"
+
+static json_t *optional_body(const wsg_request *req, wsg_reply *reply)
+{
+    json_error_t jerr;
+    if (req->body_len == 0)
+        return json_object();
+    json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (body == NULL || !json_is_object(body)) {
+        json_decref(body);
+        wsg_reply_error(reply, 400, "the body must be a JSON object, e.g. {\"serverId\": \"b1\"}");
+        return NULL;
+    }
+    return body;
+}
+
+static void set_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply, bool on)
+{
+    json_t *body = optional_body(req, reply);
+    if (body == NULL)
+        return;
+    if (!wsg_admin_authorized(a, req, body)) {
+        json_decref(body);
+        wsg_reply_json(reply, 401, json_pack("{s:b, s:s, s:s}", "success", 0, "error",
+                                             "Invalid authentication key", "message",
+                                             "Invalid authentication key"));
+        return;
+    }
+    json_t *id = json_object_get(body, "serverId");
+    if (id == NULL)
+        id = json_object_get(body, "id");
+    if (id && !json_is_string(id)) {
+        json_decref(body);
+        wsg_reply_error(reply, 400, "serverId: must be a string");
+        return;
+    }
+    if (id == NULL) {
+        atomic_store(&a->gw->draining, on);
+        unsigned sessions = wsg_gateway_connections(a->gw);
+        wsg_log_info(on ? "gateway draining: new clients refused" : "gateway taken back",
+                     "sessions=%u", sessions);
+        json_decref(body);
+        wsg_reply_json(reply, 200,
+                       json_pack("{s:b, s:s, s:I}", "success", 1, "message",
+                                 on ? "Gateway draining" : "Gateway accepting again",
+                                 "sessions", (json_int_t)sessions));
+        return;
+    }
+    long sessions = wsg_registry_drain(a->gw->registry, json_string_value(id), on);
+    if (sessions < 0) {
+        json_decref(body);
+        wsg_reply_error(reply, 404, "Server not found");
+        return;
+    }
+    json_t *answer = json_pack("{s:b, s:s, s:s, s:I}", "success", 1, "message",
+                               on ? "Server draining" : "Server taken back", "serverId",
+                               json_string_value(id), "sessions", (json_int_t)sessions);
+    json_decref(body);
+    wsg_reply_json(reply, 200, answer);
+}
+
+void wsg_api_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply)
+{
+    set_drain(a, req, reply, true);
+}
+
+void wsg_api_undrain(wsg_admin *a, const wsg_request *req, wsg_reply *reply)
+{
+    set_drain(a, req, reply, false);
+}
