@@ -4,6 +4,7 @@
  *   {"serverId": "b1"}  drains backend b1: no new sessions; its sessions move
  *                       to other backends at a message boundary (or finish,
  *                       with WSGATE_DRAIN_MODE=finish)
+ *   {"group": "blue"}   drains every backend of a group (blue-green deploys)
  *   {} or no body       drains the gateway: readiness turns 503 and new
  *                       WebSocket clients are refused; sessions stay
  *
@@ -44,9 +45,28 @@ static void set_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply, bo
     json_t *id = json_object_get(body, "serverId");
     if (id == NULL)
         id = json_object_get(body, "id");
-    if (id && !json_is_string(id)) {
+    json_t *group = json_object_get(body, "group");
+    if ((id && !json_is_string(id)) || (group && !json_is_string(group))) {
         json_decref(body);
-        wsg_reply_error(reply, 400, "serverId: must be a string");
+        wsg_reply_error(reply, 400, id && !json_is_string(id) ? "serverId: must be a string"
+                                                              : "group: must be a string");
+        return;
+    }
+    if (group && id == NULL) {
+        size_t backends;
+        long sessions = wsg_registry_drain_group(a->gw->registry, json_string_value(group), on,
+                                                 &backends);
+        if (backends == 0) {
+            json_decref(body);
+            wsg_reply_error(reply, 404, "no backend in that group");
+            return;
+        }
+        json_t *answer = json_pack("{s:b, s:s, s:s, s:I, s:I}", "success", 1, "message",
+                                   on ? "Group draining" : "Group taken back", "group",
+                                   json_string_value(group), "backends", (json_int_t)backends,
+                                   "sessions", (json_int_t)sessions);
+        json_decref(body);
+        wsg_reply_json(reply, 200, answer);
         return;
     }
     if (id == NULL) {

@@ -621,6 +621,34 @@ long wsg_registry_drain(wsg_registry *r, const char *id, bool on)
     return sessions;
 }
 
+long wsg_registry_drain_group(wsg_registry *r, const char *group, bool on, size_t *backends)
+{
+    long sessions = 0;
+    *backends = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->count; i++) {
+        wsg_service *s = r->services[i];
+        for (size_t j = 0; j < s->count; j++) {
+            wsg_backend *b = s->backends[j];
+            if (strcmp(b->group, group) != 0 || wsg_backend_state_of(b) == WSG_BACKEND_DOWN)
+                continue;
+            sessions += (long)atomic_load_explicit(&b->active, memory_order_relaxed);
+            atomic_store_explicit(&b->drain_since, wsg_registry_mono_ms(), memory_order_relaxed);
+            atomic_store_explicit(&b->state, on ? WSG_BACKEND_DRAINING : WSG_BACKEND_UP,
+                                  memory_order_release);
+            (*backends)++;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (*backends == 0)
+        return 0;
+    wsg_log_info(on ? "group draining" : "group taken back", "group=%s backends=%zu sessions=%ld",
+                 group, *backends, sessions);
+    if (on)
+        notify(r);
+    return sessions;
+}
+
 void wsg_registry_expire(wsg_registry *r)
 {
     uint64_t now = wsg_registry_mono_ms();

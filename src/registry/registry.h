@@ -171,6 +171,11 @@ int wsg_registry_unregister(wsg_registry *r, const char *id);
  * or -1 when unknown. */
 long wsg_registry_drain(wsg_registry *r, const char *id, bool on);
 
+/* Drains (on) or takes back (off) every backend of a group, for
+ * blue-green deploys. Returns the sessions on them; *backends counts the
+ * backends (0: no such group). */
+long wsg_registry_drain_group(wsg_registry *r, const char *group, bool on, size_t *backends);
+
 /* Takes backends whose heartbeats stopped for longer than SERVER_TIMEOUT
  * out of service; logs late heartbeats once. Call every HEARTBEAT_INTERVAL
  * from one thread. */
