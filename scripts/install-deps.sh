@@ -9,7 +9,7 @@ profile=${1:-build}
 build_pkgs="gcc make pkg-config meson ninja-build libuv1-dev libhttp-parser-dev libssl-dev
 libjansson-dev python3 python3-websockets"
 test_pkgs="libcmocka-dev python3-pytest python3-pytest-timeout python3-requests clang
-libclang-rt-14-dev procps"
+libclang-rt-14-dev procps python3-prometheus-client"
 
 case "$profile" in
 build) wanted=$build_pkgs ;;

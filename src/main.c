@@ -321,7 +321,8 @@ static int setup(app *a)
 {
     char err[512];
     char bad[128];
-    if (wsg_registry_init(&a->registry, &a->cfg, err, sizeof(err)) < 0) {
+    a->threads = a->cfg.threads ? a->cfg.threads : uv_available_parallelism();
+    if (wsg_registry_init(&a->registry, &a->cfg, a->threads, err, sizeof(err)) < 0) {
         fprintf(stderr, "wsgate: %s\n", err);
         return 2;
     }
@@ -340,7 +341,6 @@ static int setup(app *a)
     atomic_init(&a->gw.clients, 0);
     atomic_init(&a->gw.draining, false);
     RAND_bytes(a->gw.ping_token, sizeof(a->gw.ping_token));
-    a->threads = a->cfg.threads ? a->cfg.threads : uv_available_parallelism();
     a->slots = calloc(a->threads, sizeof(*a->slots));
     a->gw.proxies = calloc(a->threads, sizeof(*a->gw.proxies));
     if (a->slots == NULL || a->gw.proxies == NULL)

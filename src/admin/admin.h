@@ -94,6 +94,9 @@ void wsg_api_register(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 void wsg_api_heartbeat(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 void wsg_api_unregister(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
+/* prometheus.c: GET /metrics */
+void wsg_api_metrics(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
 /* stats.c: GET /api/stats */
 void wsg_api_stats(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 

@@ -27,6 +27,7 @@ static const route routes[] = {
     {HTTP_POST, "/register", wsg_api_register},
     {HTTP_POST, "/heartbeat", wsg_api_heartbeat},
     {HTTP_POST, "/unregister", wsg_api_unregister},
+    {HTTP_GET, "/metrics", wsg_api_metrics},
     {HTTP_GET, "/api/stats", wsg_api_stats},
     {HTTP_POST, "/drain", wsg_api_drain},
     {HTTP_POST, "/undrain", wsg_api_undrain},

@@ -108,6 +108,12 @@ static void close_client_socket(wsg_bridge *b)
         wsg_sock_close(&b->client, on_client_closed);
 }
 
+/* This worker's counters for the bridge's current backend. */
+static wsg_backend_stats *backend_stats(const wsg_bridge *b)
+{
+    return &b->up->backend->stats[b->proxy->worker->index];
+}
+
 /* ---- reading control and backpressure ------------------------------- */
 
 void bridge_sync_reading(wsg_bridge *b)
@@ -136,6 +142,8 @@ static void note_client_backlog(wsg_bridge *b)
     uint64_t now = bridge_now(b);
     b->stall_at = now;
     wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
+    if (b->up && b->up->backend)
+        wsg_backend_count(&backend_stats(b)->backpressure_pauses, 1);
     bridge_sync_reading(b);
     bridge_arm(b, now + config_of(b)->slow_consumer_timeout);
 }
@@ -148,6 +156,7 @@ static void note_backend_backlog(wsg_bridge *b)
     uint64_t now = bridge_now(b);
     u->stall_at = now;
     wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
+    wsg_backend_count(&backend_stats(b)->backpressure_pauses, 1);
     bridge_sync_reading(b);
     bridge_arm(b, now + config_of(b)->slow_consumer_timeout);
 }
@@ -260,6 +269,8 @@ void bridge_end(wsg_bridge *b, const char *why)
     if (b->flags & BF_ESTABLISHED) {
         log_close(b, why, now);
         wsg_count(&b->proxy->counters, WSG_C_CONNECTIONS_CLOSED, 1);
+        wsg_observe(&b->proxy->counters.duration, &wsg_duration_def,
+                    (now - b->opened_at) * 1000);
     }
     b->state = B_ENDING;
     b->end_at = now + config_of(b)->close_timeout;
@@ -576,6 +587,19 @@ static uint8_t *join_held(wsg_buf **held, uint8_t *p, size_t *n)
     return p;
 }
 
+/* Gateway-added latency, from a read to the write of what it brought, is
+ * timed on one read in eight: the clock costs little, but not nothing. */
+static uint64_t sample_start(wsg_proxy *px)
+{
+    return (++px->sample & 7) == 0 ? uv_hrtime() : 0;
+}
+
+static void sample_end(wsg_proxy *px, uint64_t t0)
+{
+    if (t0)
+        wsg_observe(&px->counters.latency, &wsg_latency_def, (uv_hrtime() - t0) / 1000);
+}
+
 static void client_read(wsg_bridge *b)
 {
     wsg_proxy *px = b->proxy;
@@ -591,9 +615,13 @@ static void client_read(wsg_bridge *b)
     b->ping_at = 0;
     b->bytes_in += (uint64_t)n;
     wsg_count(&px->counters, WSG_C_BYTES_FROM_CLIENTS, (uint64_t)n);
+    if (b->up && b->up->state == U_OPEN)
+        wsg_backend_count(&backend_stats(b)->bytes_out, (uint64_t)n);
     size_t len = (size_t)n;
     uint8_t *p = join_held(&b->held, buf, &len);
+    uint64_t t0 = sample_start(px);
     bridge_relay_from_client(b, p, len);
+    sample_end(px, t0);
 }
 
 static void upstream_read(wsg_bridge *b, wsg_upstream *u)
@@ -611,9 +639,12 @@ static void upstream_read(wsg_bridge *b, wsg_upstream *u)
     u->rx_at = bridge_now(b);
     u->ping_at = 0;
     wsg_count(&px->counters, WSG_C_BYTES_FROM_BACKENDS, (uint64_t)n);
+    wsg_backend_count(&backend_stats(b)->bytes_in, (uint64_t)n);
     size_t len = (size_t)n;
     uint8_t *p = join_held(&u->held, buf, &len);
+    uint64_t t0 = sample_start(px);
     bridge_relay_from_backend(b, p, len);
+    sample_end(px, t0);
 }
 
 /* After an HTTP answer: drop whatever the client still sends until it

@@ -130,8 +130,14 @@ static int send_request(wsg_bridge *b)
 }
 
 /* A dial or handshake that did not work out. */
+static wsg_backend_stats *stats_of(const wsg_bridge *b)
+{
+    return &b->up->backend->stats[b->proxy->worker->index];
+}
+
 static void failed(wsg_bridge *b, const char *why)
 {
+    wsg_backend_count(&stats_of(b)->handshakes_failed, 1);
     if (b->mig) {
         migrate_dial_failed(b, why);
         return;
@@ -149,6 +155,7 @@ static void failed(wsg_bridge *b, const char *why)
 /* An answer that is no proper 101. A client still waiting gets 502. */
 static void wrong_answer(wsg_bridge *b, const char *why)
 {
+    wsg_backend_count(&stats_of(b)->handshakes_failed, 1);
     wsg_log_warn("backend answered the upgrade wrongly", "backend=%s conn=%llu why=\"%s\"",
                  b->up->backend->id, (unsigned long long)b->id, why);
     if (b->mig) {
@@ -232,6 +239,7 @@ static void switched(wsg_bridge *b)
         return;
     }
     wsg_backend_note_latency(u->backend, (bridge_now(b) - uh->started) * 1000);
+    wsg_backend_count(&stats_of(b)->handshakes_ok, 1);
     if (extensions.len) {
         b->rx.flags |= WSG_WS_S_DEFLATE;
         u->rx.flags |= WSG_WS_S_DEFLATE;
@@ -305,6 +313,7 @@ static void relay_answer(wsg_bridge *b)
     wsg_log_info("handshake refused by the backend", "conn=%llu client=%s backend=%s status=%d",
                  (unsigned long long)b->id, client, u->backend->id, ans->status);
     wsg_count(&b->proxy->counters, WSG_C_HANDSHAKES_REJECTED, 1);
+    wsg_backend_count(&stats_of(b)->handshakes_refused, 1);
     snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", ans->status, wsg_http_reason(ans->status));
     rc |= put_cstr(&w, line);
     for (uint32_t i = 0; i < ans->header_count; i++) {

@@ -49,6 +49,7 @@ typedef struct wsg_proxy {
     uint64_t next_seq;
     uint64_t refused_logged_at;
     unsigned dials_in_flight; /* migration dials under way */
+    unsigned sample;          /* picks the reads whose latency is timed */
     unsigned moving;          /* sessions between two backends */
     bool closing_all;
 } wsg_proxy;

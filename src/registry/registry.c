@@ -86,6 +86,7 @@ void wsg_backend_unref(wsg_backend *b)
     free(b->service);
     free(b->group);
     free(b->public_host);
+    free(b->stats);
     free(b);
 }
 
@@ -119,11 +120,16 @@ bool wsg_backend_eligible(wsg_backend *b, uint64_t now)
            atomic_load_explicit(&b->active, memory_order_relaxed) < b->max_connections;
 }
 
-static wsg_backend *backend_new(const wsg_backend_spec *spec,
+static wsg_backend *backend_new(wsg_registry *r, const wsg_backend_spec *spec,
                                 const struct sockaddr_storage *addr, socklen_t addrlen,
                                 bool is_static)
 {
     wsg_backend *b = xcalloc(1, sizeof(*b));
+    b->stats = aligned_alloc(64, (r->workers ? r->workers : 1) * sizeof(*b->stats));
+    if (b->stats == NULL)
+        oom();
+    memset(b->stats, 0, (r->workers ? r->workers : 1) * sizeof(*b->stats));
+    atomic_init(&b->sticky, 0);
     atomic_init(&b->refs, 1);
     atomic_init(&b->state, WSG_BACKEND_UP);
     atomic_init(&b->active, 0);
@@ -317,7 +323,7 @@ static int add_static(wsg_registry *r, wsg_service *svc, const char *hostport, c
         .ws_port = port,
         .service = svc->name,
     };
-    service_add(svc, backend_new(&spec, &addr, addrlen, true));
+    service_add(svc, backend_new(r, &spec, &addr, addrlen, true));
     return 0;
 }
 
@@ -438,11 +444,13 @@ out:
     return rc;
 }
 
-int wsg_registry_init(wsg_registry *r, const wsg_config *cfg, char *err, size_t errlen)
+int wsg_registry_init(wsg_registry *r, const wsg_config *cfg, unsigned workers, char *err,
+                      size_t errlen)
 {
     memset(r, 0, sizeof(*r));
     pthread_mutex_init(&r->lock, NULL);
     r->cfg = cfg;
+    r->workers = workers;
     r->rnd = wsg_registry_mono_ms() | 1;
     r->default_balancer = wsg_balance_find(cfg->balance);
     if (r->default_balancer == NULL) {
@@ -550,7 +558,7 @@ int wsg_registry_register(wsg_registry *r, const wsg_backend_spec *spec,
     }
     wsg_backend_spec copy = *spec;
     copy.service = service;
-    service_add(find_or_add(r, service), backend_new(&copy, addr, addrlen, false));
+    service_add(find_or_add(r, service), backend_new(r, &copy, addr, addrlen, false));
     pthread_mutex_unlock(&r->lock);
     wsg_log_info(replaced ? "backend re-registered with a new address" : "backend registered",
                  "backend=%s service=%s host=%s port=%u ws_port=%u max_connections=%u",

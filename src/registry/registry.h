@@ -17,6 +17,7 @@
 #define WSG_REGISTRY_H
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +34,23 @@ typedef enum wsg_backend_state {
     WSG_BACKEND_DOWN = 2,     /* dead, unregistered or failing checks */
 } wsg_backend_state;
 
+/* What one worker counted for one backend: written by that worker only
+ * (relaxed load and store), summed by readers. */
+typedef struct wsg_backend_stats {
+    alignas(64) _Atomic uint64_t bytes_in; /* from the backend */
+    _Atomic uint64_t bytes_out;             /* to the backend */
+    _Atomic uint64_t handshakes_ok;
+    _Atomic uint64_t handshakes_failed;     /* unreachable, wrong answer, timeout */
+    _Atomic uint64_t handshakes_refused;    /* its own non-101 answer */
+    _Atomic uint64_t backpressure_pauses;
+} wsg_backend_stats;
+
+static inline void wsg_backend_count(_Atomic uint64_t *v, uint64_t n)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 typedef struct wsg_backend {
     atomic_uint refs;
     atomic_int state;            /* wsg_backend_state */
@@ -42,6 +60,8 @@ typedef struct wsg_backend {
     atomic_uint_fast64_t migrations_in;  /* sessions moved onto it */
     atomic_uint_fast64_t migrations_out; /* sessions moved away from it */
     atomic_uint_fast64_t drain_since;    /* monotonic ms draining began */
+    atomic_uint sticky;                  /* sticky sessions pointing at it */
+    wsg_backend_stats *stats;            /* one per worker */
 
     /* Fixed at creation. */
     char *id;
@@ -105,6 +125,7 @@ typedef struct wsg_registry {
     size_t count;
     wsg_service *default_service;
     const wsg_config *cfg;
+    unsigned workers;           /* size of each backend's stats array */
     const wsg_balancer_ops *default_balancer;
     wsg_registry_changed_cb changed;
     void *changed_ctx;
@@ -139,7 +160,8 @@ typedef struct wsg_heartbeat {
 /* Builds the registry from --backend (default service) and UPSTREAMS,
  * resolving host names once. Returns 0, or -1 with err naming the option
  * and the bad entry. */
-int wsg_registry_init(wsg_registry *r, const wsg_config *cfg, char *err, size_t errlen);
+int wsg_registry_init(wsg_registry *r, const wsg_config *cfg, unsigned workers, char *err,
+                      size_t errlen);
 
 void wsg_registry_deinit(wsg_registry *r);
 

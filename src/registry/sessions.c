@@ -25,8 +25,10 @@ void wsg_sessions_init(wsg_sessions *t, size_t max)
 
 static void session_free(wsg_session *s)
 {
-    if (s->backend)
+    if (s->backend) {
+        atomic_fetch_sub_explicit(&s->backend->sticky, 1, memory_order_relaxed);
         wsg_backend_unref(s->backend);
+    }
     free(s);
 }
 
@@ -137,10 +139,13 @@ void wsg_sessions_assign(wsg_sessions *t, wsg_session *s, wsg_backend *b)
     pthread_mutex_lock(&t->lock);
     wsg_backend *old = s->backend;
     wsg_backend_ref(b);
+    atomic_fetch_add_explicit(&b->sticky, 1, memory_order_relaxed);
     s->backend = b;
     pthread_mutex_unlock(&t->lock);
-    if (old)
+    if (old) {
+        atomic_fetch_sub_explicit(&old->sticky, 1, memory_order_relaxed);
         wsg_backend_unref(old);
+    }
 }
 
 void wsg_sessions_detach(wsg_sessions *t, wsg_session *s, uint64_t last_activity)
