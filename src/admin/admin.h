@@ -100,6 +100,10 @@ void wsg_api_metrics(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 /* stats.c: GET /api/stats */
 void wsg_api_stats(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
+/* connections.c: GET /api/connections, POST /disconnect */
+void wsg_api_connections(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_api_disconnect(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
 /* drain.c: POST /drain and /undrain */
 void wsg_api_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 void wsg_api_undrain(wsg_admin *a, const wsg_request *req, wsg_reply *reply);

@@ -29,6 +29,8 @@ static const route routes[] = {
     {HTTP_POST, "/unregister", wsg_api_unregister},
     {HTTP_GET, "/metrics", wsg_api_metrics},
     {HTTP_GET, "/api/stats", wsg_api_stats},
+    {HTTP_GET, "/api/connections", wsg_api_connections},
+    {HTTP_POST, "/disconnect", wsg_api_disconnect},
     {HTTP_POST, "/drain", wsg_api_drain},
     {HTTP_POST, "/undrain", wsg_api_undrain},
 };

@@ -157,6 +157,13 @@ typedef struct wsg_timer {
     void (*fire)(struct wsg_timer *t);
 } wsg_timer;
 
+/* A function to run on a worker's thread, posted from any thread. */
+typedef struct wsg_call {
+    struct wsg_call *next;
+    void (*fn)(wsg_worker *w, void *arg);
+    void *arg;
+} wsg_call;
+
 struct wsg_worker {
     uv_loop_t loop;
     uv_thread_t thread;
@@ -167,6 +174,10 @@ struct wsg_worker {
     uint8_t *scratch;    /* WSG_SCRATCH_HEADROOM + WSG_SCRATCH_SIZE bytes */
     unsigned index;
     atomic_uint commands;
+    uv_mutex_t calls_lock;  /* guards calls and finished */
+    bool finished;          /* the loop is ending: calls are refused */
+    wsg_call *calls;
+    wsg_call **calls_tail;
     /* Set by the layer above before start; all run on the worker thread. */
     void (*on_start)(wsg_worker *w);
     void (*on_command)(wsg_worker *w, unsigned commands);
@@ -184,6 +195,10 @@ int wsg_worker_start(wsg_worker *w);
 /* Posts command bits to the worker from any thread; they are OR-ed
  * together until on_command runs. */
 void wsg_worker_post(wsg_worker *w, unsigned commands);
+
+/* Runs fn(w, arg) on w's thread soon, in posting order. Returns 0, or -1
+ * when out of memory or the worker is stopping (the call is not made). */
+int wsg_worker_call(wsg_worker *w, void (*fn)(wsg_worker *w, void *arg), void *arg);
 
 /* Stops the loop once every handle is closed: call on the worker thread
  * from on_command after closing the layer's own handles. */

@@ -29,12 +29,51 @@ static void on_tick(uv_timer_t *h)
     wsg_wheel_advance(&w->wheel, uv_now(&w->loop), fire_timer, NULL);
 }
 
+static void run_calls(wsg_worker *w)
+{
+    uv_mutex_lock(&w->calls_lock);
+    wsg_call *c = w->calls;
+    w->calls = NULL;
+    w->calls_tail = &w->calls;
+    uv_mutex_unlock(&w->calls_lock);
+    while (c) {
+        wsg_call *next = c->next;
+        c->fn(w, c->arg);
+        free(c);
+        c = next;
+    }
+}
+
 static void on_wakeup(uv_async_t *h)
 {
     wsg_worker *w = h->data;
     unsigned cmd = atomic_exchange_explicit(&w->commands, 0, memory_order_acq_rel);
     if (cmd && w->on_command)
         w->on_command(w, cmd);
+    run_calls(w);
+}
+
+int wsg_worker_call(wsg_worker *w, void (*fn)(wsg_worker *w, void *arg), void *arg)
+{
+    wsg_call *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return -1;
+    c->next = NULL;
+    c->fn = fn;
+    c->arg = arg;
+    uv_mutex_lock(&w->calls_lock);
+    if (w->finished) {
+        uv_mutex_unlock(&w->calls_lock);
+        free(c);
+        return -1;
+    }
+    *w->calls_tail = c;
+    w->calls_tail = &c->next;
+    /* Sent under the lock so that finish cannot close the handle between
+     * the check and the send. */
+    uv_async_send(&w->wakeup);
+    uv_mutex_unlock(&w->calls_lock);
+    return 0;
 }
 
 void wsg_worker_init(wsg_worker *w, unsigned index, uint64_t tick_ms)
@@ -49,6 +88,10 @@ void wsg_worker_init(wsg_worker *w, unsigned index, uint64_t tick_ms)
     w->scratch = xmalloc(WSG_SCRATCH_HEADROOM + WSG_SCRATCH_SIZE);
     wsg_rand_init(&w->rng);
     atomic_init(&w->commands, 0);
+    uv_mutex_init(&w->calls_lock);
+    w->finished = false;
+    w->calls = NULL;
+    w->calls_tail = &w->calls;
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->tick);
@@ -77,11 +120,18 @@ int wsg_worker_start(wsg_worker *w)
 void wsg_worker_post(wsg_worker *w, unsigned commands)
 {
     atomic_fetch_or_explicit(&w->commands, commands, memory_order_acq_rel);
-    uv_async_send(&w->wakeup);
+    uv_mutex_lock(&w->calls_lock);
+    if (!w->finished)
+        uv_async_send(&w->wakeup);
+    uv_mutex_unlock(&w->calls_lock);
 }
 
 void wsg_worker_finish(wsg_worker *w)
 {
+    uv_mutex_lock(&w->calls_lock);
+    w->finished = true;
+    uv_mutex_unlock(&w->calls_lock);
+    run_calls(w);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
 }
@@ -89,6 +139,13 @@ void wsg_worker_finish(wsg_worker *w)
 void wsg_worker_join(wsg_worker *w)
 {
     uv_thread_join(&w->thread);
+    /* Calls posted after the loop ended are dropped with their memory;
+     * their posters wait for nothing by then (shutdown). */
+    for (wsg_call *c = w->calls, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    uv_mutex_destroy(&w->calls_lock);
     uv_loop_close(&w->loop);
     free(w->scratch);
     w->scratch = NULL;

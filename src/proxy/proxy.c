@@ -113,3 +113,59 @@ unsigned wsg_gateway_connections(const wsg_gateway *gw)
         n += wsg_proxy_live(gw->proxies[i]);
     return n;
 }
+
+static const char *state_name(const wsg_bridge *b)
+{
+    if (b->mig)
+        return "moving";
+    switch ((bridge_state)b->state) {
+    case B_OPEN:
+        return "open";
+    case B_CLOSING:
+    case B_ENDING:
+        return "closing";
+    default:
+        return "handshake";
+    }
+}
+
+void wsg_proxy_each_connection(wsg_proxy *p,
+                               void (*fn)(void *ctx, const wsg_connection_info *info),
+                               void *ctx)
+{
+    uint64_t now = uv_now(&p->worker->loop);
+    for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next) {
+        wsg_bridge *b = wsg_container_of(it, wsg_bridge, link);
+        wsg_connection_info info = {
+            .id = b->id,
+            .client_id = b->session ? b->session->key : "",
+            .client_id_len = b->session ? b->session->key_len : 0,
+            .backend = b->up && b->up->backend ? b->up->backend->id : "",
+            .state = state_name(b),
+            .peer = b->peer,
+            .age_ms = now - b->opened_at,
+            .bytes_in = b->bytes_in,
+            .bytes_out = b->bytes_out,
+        };
+        fn(ctx, &info);
+    }
+}
+
+unsigned wsg_proxy_disconnect(wsg_proxy *p, wsg_str client_id, uint64_t conn_id, uint16_t code,
+                              const char *reason)
+{
+    unsigned n = 0;
+    for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next) {
+        wsg_bridge *b = wsg_container_of(it, wsg_bridge, link);
+        bool match = conn_id ? b->id == conn_id
+                             : b->session && wsg_str_eq(client_id, wsg_str_make(b->session->key,
+                                                                                b->session->key_len));
+        if (!match || b->state == B_ENDING)
+            continue;
+        wsg_log_info("connection closed by an operator", "conn=%llu code=%u",
+                     (unsigned long long)b->id, code);
+        bridge_close_client(b, code, reason);
+        n++;
+    }
+    return n;
+}

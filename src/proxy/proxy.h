@@ -77,6 +77,30 @@ unsigned wsg_gateway_connections(const wsg_gateway *gw);
  * those on draining backends at their next message boundary. */
 void wsg_proxy_backends_changed(wsg_proxy *p);
 
+/* What the admin API shows of a connection. */
+typedef struct wsg_connection_info {
+    uint64_t id;
+    const char *client_id;   /* sticky key, "" when none; valid during the callback */
+    size_t client_id_len;
+    const char *backend;     /* backend id, "" while between backends */
+    const char *state;       /* "handshake", "open", "moving", "closing" */
+    wsg_peer peer;
+    uint64_t age_ms;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+} wsg_connection_info;
+
+/* Calls fn for each of this worker's WebSocket connections (its thread). */
+void wsg_proxy_each_connection(wsg_proxy *p,
+                               void (*fn)(void *ctx, const wsg_connection_info *info),
+                               void *ctx);
+
+/* Closes this worker's connections of a client (client_id non-empty) or
+ * with an id (conn_id non-zero) with code and reason; the backend side gets
+ * 1001. Returns how many. */
+unsigned wsg_proxy_disconnect(wsg_proxy *p, wsg_str client_id, uint64_t conn_id, uint16_t code,
+                              const char *reason);
+
 /* Writes a short 503 answer to a descriptor we cannot serve and closes it;
  * never blocks. */
 void wsg_proxy_refuse(int fd, const char *message);
