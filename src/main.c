@@ -42,9 +42,11 @@ typedef struct slot {
     wsg_admin admin;
     wsg_listener ws_listener;
     wsg_listener http_listener;
+    wsg_listener admin_listener; /* ADMIN_BIND; fd -1 when not set */
     uv_timer_t exit_check;
     int ws_fd;
     int http_fd;
+    int admin_fd;
     atomic_bool finished;
     struct app *app;
 } slot;
@@ -53,6 +55,7 @@ typedef struct app {
     wsg_config cfg;
     wsg_registry registry;
     wsg_sessions sessions;
+    wsg_admin_shared admin_shared;
     wsg_health *health;
     wsg_gateway gw;
     slot *slots;
@@ -63,6 +66,7 @@ typedef struct app {
     uv_signal_t sighup;
     uv_timer_t watch;
     uv_timer_t housekeeping; /* heartbeat expiry, session expiry */
+    uv_timer_t sampler;      /* the dashboard's history */
     enum stage stage;
     uint64_t drain_deadline;
     uint64_t close_deadline;
@@ -79,7 +83,13 @@ static void on_ws_accept(wsg_listener *l, int fd, const struct sockaddr_storage 
 static void on_http_accept(wsg_listener *l, int fd, const struct sockaddr_storage *peer)
 {
     slot *s = l->data;
-    wsg_admin_accept(&s->admin, fd, peer);
+    wsg_admin_accept(&s->admin, fd, peer, false);
+}
+
+static void on_admin_accept(wsg_listener *l, int fd, const struct sockaddr_storage *peer)
+{
+    slot *s = l->data;
+    wsg_admin_accept(&s->admin, fd, peer, true);
 }
 
 static void worker_started(wsg_worker *w)
@@ -87,8 +97,11 @@ static void worker_started(wsg_worker *w)
     slot *s = w->app;
     s->ws_listener.data = s;
     s->http_listener.data = s;
+    s->admin_listener.data = s;
     wsg_listener_start(&s->ws_listener, w, s->ws_fd, on_ws_accept);
     wsg_listener_start(&s->http_listener, w, s->http_fd, on_http_accept);
+    if (s->admin_fd >= 0)
+        wsg_listener_start(&s->admin_listener, w, s->admin_fd, on_admin_accept);
     uv_timer_init(&w->loop, &s->exit_check);
     s->exit_check.data = s;
 }
@@ -112,6 +125,7 @@ static void worker_command(wsg_worker *w, unsigned cmd)
     if (!(cmd & (CMD_CLOSE_ALL | CMD_ABORT)))
         return;
     wsg_listener_close(&s->http_listener);
+    wsg_listener_close(&s->admin_listener);
     wsg_proxy_close_all(&s->proxy, (cmd & CMD_ABORT) != 0);
     wsg_admin_close_all(&s->admin);
     if (!uv_is_active((uv_handle_t *)&s->exit_check) &&
@@ -151,6 +165,7 @@ static void stop_main_loop(app *a)
     wsg_health_stop(a->health);
     a->health = NULL;
     uv_close((uv_handle_t *)&a->housekeeping, NULL);
+    uv_close((uv_handle_t *)&a->sampler, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sighup, NULL);
@@ -224,6 +239,12 @@ static void on_housekeeping(uv_timer_t *t)
         post_all(a, CMD_BACKENDS);
 }
 
+static void on_sample(uv_timer_t *t)
+{
+    app *a = t->data;
+    wsg_admin_sample(&a->admin_shared, &a->gw);
+}
+
 /* ---- start-up ------------------------------------------------------------ */
 
 /* Generates a key when none is configured and shows it once: operators
@@ -293,9 +314,32 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Splits ADMIN_BIND ("127.0.0.1:8081", "[::1]:8081") into host and port;
+ * the configuration checked its form already. */
+static void split_admin_bind(const char *bind, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon = strrchr(bind, ':');
+    size_t n = (size_t)(colon - bind);
+    if (bind[0] == '[') {
+        bind++;
+        n -= 2;
+    }
+    snprintf(host, hostlen, "%.*s", (int)n, bind);
+    *port = (uint16_t)atoi(colon + 1);
+}
+
 static int open_listeners(app *a)
 {
     char err[256];
+    char admin_host[64] = "";
+    uint16_t admin_port = 0;
+    if (a->cfg.admin_bind[0])
+        split_admin_bind(a->cfg.admin_bind, admin_host, sizeof(admin_host), &admin_port);
+    if (admin_port && !a->cfg.reuse_port &&
+        wsg_listen_probe(admin_host, admin_port, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wsgate: ADMIN_BIND: %s\n", err);
+        return -1;
+    }
     if (!a->cfg.reuse_port &&
         (wsg_listen_probe(a->cfg.bind, a->cfg.ws_port, err, sizeof(err)) < 0 ||
          wsg_listen_probe(a->cfg.bind, a->cfg.http_port, err, sizeof(err)) < 0)) {
@@ -309,7 +353,11 @@ static int open_listeners(app *a)
         if (s->ws_fd >= 0)
             s->http_fd = wsg_listen_socket(a->cfg.bind, a->cfg.http_port,
                                            (int)a->cfg.listen_backlog, err, sizeof(err));
-        if (s->ws_fd < 0 || s->http_fd < 0) {
+        s->admin_fd = -1;
+        if (s->ws_fd >= 0 && s->http_fd >= 0 && admin_port)
+            s->admin_fd = wsg_listen_socket(admin_host, admin_port, (int)a->cfg.listen_backlog,
+                                            err, sizeof(err));
+        if (s->ws_fd < 0 || s->http_fd < 0 || (admin_port && s->admin_fd < 0)) {
             fprintf(stderr, "wsgate: %s\n", err);
             return -1;
         }
@@ -333,6 +381,7 @@ static int setup(app *a)
         return 2;
     }
     wsg_sessions_init(&a->sessions, a->cfg.session_max);
+    wsg_admin_shared_init(&a->admin_shared);
     wsg_registry_on_change(&a->registry, registry_changed, a);
     a->gw.cfg = &a->cfg;
     a->gw.registry = &a->registry;
@@ -362,7 +411,7 @@ static void start_workers(app *a)
         atomic_init(&s->finished, false);
         wsg_worker_init(&s->worker, i, TICK_MS);
         wsg_proxy_init(&s->proxy, &a->gw, &s->worker);
-        wsg_admin_init(&s->admin, &a->gw, &s->worker, &s->proxy.counters);
+        wsg_admin_init(&s->admin, &a->gw, &a->admin_shared, &s->worker, &s->proxy.counters);
         s->worker.app = s;
         s->worker.on_start = worker_started;
         s->worker.on_command = worker_command;
@@ -378,8 +427,10 @@ static void start_workers(app *a)
 static void log_start(const app *a)
 {
     const wsg_service *svc = a->registry.default_service;
-    wsg_log_info("wsgate started", "ws=%s:%u http=%s:%u threads=%u service=%s backends=%zu",
-                 a->cfg.bind, a->cfg.ws_port, a->cfg.bind, a->cfg.http_port, a->threads,
+    wsg_log_info("wsgate started", "ws=%s:%u http=%s:%u admin=%s threads=%u service=%s "
+                 "backends=%zu",
+                 a->cfg.bind, a->cfg.ws_port, a->cfg.bind, a->cfg.http_port,
+                 a->cfg.admin_bind[0] ? a->cfg.admin_bind : "(http port)", a->threads,
                  svc->name, svc->count);
     for (size_t i = 0; i < a->registry.count; i++) {
         const wsg_service *s = a->registry.services[i];
@@ -400,6 +451,7 @@ static void teardown(app *a)
     free(a->gw.proxies);
     free(a->gw.trusted);
     wsg_sessions_deinit(&a->sessions);
+    wsg_admin_shared_deinit(&a->admin_shared);
     wsg_registry_deinit(&a->registry);
     wsg_config_free(&a->cfg);
 }
@@ -432,7 +484,10 @@ int main(int argc, char **argv, char **envp)
     uv_signal_init(a.loop, &a.sighup);
     uv_timer_init(a.loop, &a.watch);
     uv_timer_init(a.loop, &a.housekeeping);
-    a.sigterm.data = a.sigint.data = a.sighup.data = a.watch.data = a.housekeeping.data = &a;
+    uv_timer_init(a.loop, &a.sampler);
+    a.sigterm.data = a.sigint.data = a.sighup.data = a.watch.data = &a;
+    a.housekeeping.data = a.sampler.data = &a;
+    uv_timer_start(&a.sampler, on_sample, 0, 2000);
     uv_timer_start(&a.housekeeping, on_housekeeping, a.cfg.heartbeat_interval,
                    a.cfg.heartbeat_interval);
     a.health = wsg_health_start(a.loop, &a.registry, &a.cfg);

@@ -9,6 +9,7 @@
 #define WSG_ADMIN_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -17,9 +18,51 @@
 #include "net/net.h"
 #include "proxy/proxy.h"
 
+/* State every worker's admin shares: dashboard logins, the login rate
+ * limit, and the history the dashboard charts. Guarded by its own lock;
+ * touched by admin requests and a sampler, never by the message path. */
+#define WSG_LOGIN_SESSIONS 256
+#define WSG_LOGIN_LIMITS 256
+#define WSG_HISTORY_POINTS 300
+
+typedef struct wsg_login {
+    char token[65];      /* hex; "" when the slot is free */
+    uint64_t expires_ms; /* monotonic */
+} wsg_login;
+
+typedef struct wsg_login_limit {
+    wsg_peer who;
+    double tokens;
+    uint64_t at_ms;
+} wsg_login_limit;
+
+typedef struct wsg_history_point {
+    uint64_t timestamp_ms; /* wall clock */
+    uint32_t connections;
+    uint32_t backends;
+    double messages_per_second;
+} wsg_history_point;
+
+typedef struct wsg_admin_shared {
+    pthread_mutex_t lock;
+    wsg_login logins[WSG_LOGIN_SESSIONS];
+    wsg_login_limit limits[WSG_LOGIN_LIMITS];
+    wsg_history_point history[WSG_HISTORY_POINTS];
+    size_t history_next;
+    uint64_t last_messages;  /* messages total at the last sample */
+    uint64_t last_sample_ms; /* monotonic */
+} wsg_admin_shared;
+
+void wsg_admin_shared_init(wsg_admin_shared *s);
+void wsg_admin_shared_deinit(wsg_admin_shared *s);
+
+/* Takes one history sample (call every few seconds from one thread). */
+void wsg_admin_sample(wsg_admin_shared *s, const wsg_gateway *gw);
+
 typedef struct wsg_admin {
     wsg_worker *worker;
     wsg_gateway *gw;
+    wsg_admin_shared *shared;
     wsg_counters *counters; /* this worker's */
     wsg_list conns;
     atomic_uint live;
@@ -45,10 +88,13 @@ typedef struct wsg_request {
     wsg_http_conn *conn;
 } wsg_request;
 
-void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_worker *w, wsg_counters *counters);
+void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_admin_shared *shared, wsg_worker *w,
+                    wsg_counters *counters);
 
-/* Takes a new connection from the HTTP listener. */
-void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer);
+/* Takes a new connection from the HTTP listener, or (admin_port) from the
+ * ADMIN_BIND listener. With ADMIN_BIND set, the admin API, the dashboard and
+ * the metrics answer on the admin listener only. */
+void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer, bool admin_port);
 
 /* Closes every HTTP connection (shutdown). */
 void wsg_admin_close_all(wsg_admin *a);
@@ -76,13 +122,26 @@ void wsg_reply_error(wsg_reply *r, int status, const char *message);
 /* ---- authentication (auth.c) -------------------------------------------- */
 
 /* True when the request carries the gateway key: "authKey" in the JSON
- * body, or "Authorization: Bearer <key>". Compared in constant time. */
+ * body, "Authorization: Bearer <key>", or a live dashboard_session cookie.
+ * Compared in constant time. */
 bool wsg_admin_authorized(const wsg_admin *a, const wsg_request *req, const json_t *body);
 
 /* Compares a candidate with the gateway key in constant time. */
 bool wsg_admin_key_matches(const wsg_admin *a, const char *candidate, size_t len);
 
 /* ---- handlers ------------------------------------------------------------ */
+
+/* dashboard.c: the page and its assets, embedded in the binary */
+void wsg_dashboard_page(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_dashboard_script(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_dashboard_style(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
+/* login.c: POST /api/login, /api/logout, GET /api/history */
+void wsg_api_login(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_api_logout(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+void wsg_api_history(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+/* True when the request has a live dashboard_session cookie. */
+bool wsg_login_valid(wsg_admin *a, const wsg_request *req);
 
 /* health.c: /health, /healthz, /readyz */
 void wsg_health_live(wsg_admin *a, const wsg_request *req, wsg_reply *reply);

@@ -1,5 +1,6 @@
 /* Who may change things: whoever holds the gateway key, in the JSON body
- * ("authKey", as seed 000's backends send it) or as a bearer token. */
+ * ("authKey", as seed 000's backends send it) or as a bearer token, or
+ * whoever logged in to the dashboard with it (a session cookie). */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <string.h>
@@ -31,7 +32,8 @@ bool wsg_admin_authorized(const wsg_admin *a, const wsg_request *req, const json
     wsg_str auth = wsg_http_header_get(req->head, WSG_STR("Authorization"));
     if (auth.len > 7 && wsg_str_eq_nocase(wsg_str_make(auth.p, 7), WSG_STR("Bearer "))) {
         wsg_str token = wsg_str_trim(wsg_str_make(auth.p + 7, auth.len - 7));
-        return wsg_admin_key_matches(a, token.p, token.len);
+        if (wsg_admin_key_matches(a, token.p, token.len))
+            return true;
     }
-    return false;
+    return wsg_login_valid((wsg_admin *)a, req);
 }

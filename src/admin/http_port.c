@@ -14,25 +14,38 @@
 
 typedef void (*handler_fn)(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
+/* Where a route answers. */
+enum {
+    PUBLIC = 1, /* on WEBSRV_PORT always */
+    ADMIN = 2,  /* on WEBSRV_PORT, or only on the ADMIN_BIND listener when set */
+};
+
 typedef struct route {
     int method; /* HTTP_GET also serves HEAD */
     const char *path;
     handler_fn handler;
+    int where;
 } route;
 
 static const route routes[] = {
-    {HTTP_GET, "/healthz", wsg_health_live},
-    {HTTP_GET, "/readyz", wsg_health_ready},
-    {HTTP_GET, "/health", wsg_health_summary},
-    {HTTP_POST, "/register", wsg_api_register},
-    {HTTP_POST, "/heartbeat", wsg_api_heartbeat},
-    {HTTP_POST, "/unregister", wsg_api_unregister},
-    {HTTP_GET, "/metrics", wsg_api_metrics},
-    {HTTP_GET, "/api/stats", wsg_api_stats},
-    {HTTP_GET, "/api/connections", wsg_api_connections},
-    {HTTP_POST, "/disconnect", wsg_api_disconnect},
-    {HTTP_POST, "/drain", wsg_api_drain},
-    {HTTP_POST, "/undrain", wsg_api_undrain},
+    {HTTP_GET, "/healthz", wsg_health_live, PUBLIC | ADMIN},
+    {HTTP_GET, "/readyz", wsg_health_ready, PUBLIC | ADMIN},
+    {HTTP_GET, "/health", wsg_health_summary, PUBLIC | ADMIN},
+    {HTTP_POST, "/register", wsg_api_register, PUBLIC},
+    {HTTP_POST, "/heartbeat", wsg_api_heartbeat, PUBLIC},
+    {HTTP_POST, "/unregister", wsg_api_unregister, PUBLIC},
+    {HTTP_GET, "/metrics", wsg_api_metrics, ADMIN},
+    {HTTP_GET, "/", wsg_dashboard_page, ADMIN},
+    {HTTP_GET, "/dashboard.js", wsg_dashboard_script, ADMIN},
+    {HTTP_GET, "/dashboard.css", wsg_dashboard_style, ADMIN},
+    {HTTP_POST, "/api/login", wsg_api_login, ADMIN},
+    {HTTP_POST, "/api/logout", wsg_api_logout, ADMIN},
+    {HTTP_GET, "/api/stats", wsg_api_stats, ADMIN},
+    {HTTP_GET, "/api/history", wsg_api_history, ADMIN},
+    {HTTP_GET, "/api/connections", wsg_api_connections, ADMIN},
+    {HTTP_POST, "/disconnect", wsg_api_disconnect, ADMIN},
+    {HTTP_POST, "/drain", wsg_api_drain, ADMIN},
+    {HTTP_POST, "/undrain", wsg_api_undrain, ADMIN},
 };
 
 struct wsg_http_conn {
@@ -49,6 +62,7 @@ struct wsg_http_conn {
     bool keep_alive;    /* of the deferred request */
     bool head_only;
     bool closing;       /* answer queued; close once it is sent */
+    bool admin_port;    /* accepted on the ADMIN_BIND listener */
     wsg_http_reader reader;
     wsg_http_head head;
 };
@@ -156,8 +170,10 @@ static void route_request(http_conn *c, wsg_reply *reply)
         .conn = c,
     };
     bool path_known = false;
+    bool separate = c->admin->gw->cfg->admin_bind[0] != '\0';
+    int here = !separate ? PUBLIC | ADMIN : c->admin_port ? ADMIN : PUBLIC;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (!wsg_str_eq(h->path, wsg_str_cstr(routes[i].path)))
+        if (!wsg_str_eq(h->path, wsg_str_cstr(routes[i].path)) || !(routes[i].where & here))
             continue;
         path_known = true;
         bool get = routes[i].method == HTTP_GET;
@@ -310,7 +326,7 @@ static void on_timer(wsg_timer *t)
     conn_close(c);
 }
 
-void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer)
+void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer, bool admin_port)
 {
     if (a->closing_all || !wsg_fd_budget_take(&a->gw->fds, 1)) {
         wsg_proxy_refuse(fd, a->closing_all ? "gateway is shutting down"
@@ -325,6 +341,7 @@ void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer)
         return;
     }
     c->admin = a;
+    c->admin_port = admin_port;
     c->timer.fire = on_timer;
     wsg_peer_set(&c->peer, peer);
     wsg_list_insert_tail(&a->conns, &c->link);
@@ -333,11 +350,13 @@ void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer)
     wsg_sock_set_reading(&c->sock, true);
 }
 
-void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_worker *w, wsg_counters *counters)
+void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_admin_shared *shared, wsg_worker *w,
+                    wsg_counters *counters)
 {
     memset(a, 0, sizeof(*a));
     a->worker = w;
     a->gw = gw;
+    a->shared = shared;
     a->counters = counters;
     wsg_list_init(&a->conns);
 }

@@ -51,3 +51,24 @@ uint64_t wsg_balance_hash(const void *p, size_t n)
     h ^= h >> 33;
     return h;
 }
+
+size_t wsg_balance_least_loaded(const wsg_balance_node *nodes, size_t n, uint64_t turn)
+{
+    size_t best = 0;
+    size_t ties = 1;
+    for (size_t i = 1; i < n; i++) {
+        int c = wsg_balance_cmp_load(&nodes[i], &nodes[best]);
+        if (c < 0) {
+            best = i;
+            ties = 1;
+        } else if (c == 0) {
+            ties++;
+        }
+    }
+    size_t want = (size_t)(turn % ties);
+    for (size_t i = best; i < n; i++) {
+        if (wsg_balance_cmp_load(&nodes[i], &nodes[best]) == 0 && want-- == 0)
+            return i;
+    }
+    return best;
+}

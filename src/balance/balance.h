@@ -54,6 +54,10 @@ const wsg_balancer_ops *wsg_balance_find(const char *name);
 /* The names, comma-separated, for messages. */
 const char *wsg_balance_names(void);
 
+/* The least loaded of n > 0 nodes (load per weight); among equals, the
+ * `turn`-th (mod their number), so ties share evenly when turn counts up. */
+size_t wsg_balance_least_loaded(const wsg_balance_node *nodes, size_t n, uint64_t turn);
+
 /* Compares load per weight: <0 when a is less loaded than b. */
 int wsg_balance_cmp_load(const wsg_balance_node *a, const wsg_balance_node *b);
 

@@ -85,8 +85,8 @@ static void ch_rebuild(void *state, const wsg_balance_node *all, size_t n)
             char label[300];
             int len = snprintf(label, sizeof(label), "%.*s#%zu", (int)all[i].id.len, all[i].id.p,
                                j);
-            s->ring[s->points++] =
-                (point){wsg_balance_hash(label, (size_t)len), all[i].index};
+            size_t used = len < (int)sizeof(label) ? (size_t)len : sizeof(label) - 1;
+            s->ring[s->points++] = (point){wsg_balance_hash(label, used), all[i].index};
         }
     }
     qsort(s->ring, s->points, sizeof(*s->ring), by_hash);
@@ -94,14 +94,7 @@ static void ch_rebuild(void *state, const wsg_balance_node *all, size_t n)
 
 static size_t least_loaded(ch_state *s, const wsg_balance_node *eligible, size_t n)
 {
-    size_t start = (size_t)(s->turn++ % n);
-    size_t best = start;
-    for (size_t k = 1; k < n; k++) {
-        size_t i = (start + k) % n;
-        if (wsg_balance_cmp_load(&eligible[i], &eligible[best]) < 0)
-            best = i;
-    }
-    return best;
+    return wsg_balance_least_loaded(eligible, n, s->turn++);
 }
 
 static size_t first_point_at_or_after(const ch_state *s, uint64_t h)

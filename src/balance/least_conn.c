@@ -38,14 +38,7 @@ static size_t lc_pick(void *state, const wsg_balance_node *eligible, size_t n, w
     lc_state *s = state;
     (void)key;
     (void)rnd;
-    size_t start = (size_t)(s->turn++ % n);
-    size_t best = start;
-    for (size_t k = 1; k < n; k++) {
-        size_t i = (start + k) % n;
-        if (wsg_balance_cmp_load(&eligible[i], &eligible[best]) < 0)
-            best = i;
-    }
-    return best;
+    return wsg_balance_least_loaded(eligible, n, s->turn++);
 }
 
 const wsg_balancer_ops wsg_balance_least_conn = {

@@ -562,6 +562,30 @@ static int validate(loader *ld)
              "address such as 0.0.0.0, 127.0.0.1 or ::", cfg->bind);
         return -1;
     }
+    if (cfg->admin_bind[0]) {
+        const char *colon = strrchr(cfg->admin_bind, ':');
+        char host[INET6_ADDRSTRLEN + 2];
+        long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+        size_t hlen = colon ? (size_t)(colon - cfg->admin_bind) : 0;
+        bool ok = colon && hlen > 0 && hlen < sizeof(host) && port > 0 && port <= 65535;
+        if (ok) {
+            memcpy(host, cfg->admin_bind, hlen);
+            host[hlen] = '\0';
+            char *h = host;
+            if (h[0] == '[' && h[hlen - 1] == ']') {
+                h[hlen - 1] = '\0';
+                h++;
+            }
+            ok = inet_pton(AF_INET, h, addr) == 1 || inet_pton(AF_INET6, h, addr) == 1;
+            ok = ok && port != cfg->ws_port && port != cfg->http_port;
+        }
+        if (!ok) {
+            fail(ld, "invalid value \"%s\" for ADMIN_BIND (--admin-bind): expected ADDR:PORT "
+                 "such as 127.0.0.1:8081, on a port other than WS_PORT and WEBSRV_PORT",
+                 cfg->admin_bind);
+            return -1;
+        }
+    }
     if (cfg->ws_port == cfg->http_port) {
         fail(ld, "WS_PORT (--ws-port) and WEBSRV_PORT (--websrv-port) are both %u; give them "
              "different ports", cfg->ws_port);

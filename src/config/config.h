@@ -28,6 +28,11 @@ typedef struct wsg_config {
     uint32_t listen_backlog;
     bool reuse_port; /* share the ports with other processes */
 
+    /* admin */
+    char *admin_bind;               /* "" or ADDR:PORT */
+    uint64_t dashboard_session_ttl; /* ms */
+    uint32_t login_attempts;        /* per minute per address */
+
     /* security */
     char *auth_key; /* NULL: generate one at start */
     char *trusted_proxies; /* comma-separated addresses or CIDRs */

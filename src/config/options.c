@@ -21,6 +21,13 @@ const wsg_option wsg_options[] = {
      "per machine; otherwise a port already in use stops the start"},
     {"listen-backlog", "WSGATE_LISTEN_BACKLOG", OPT_UINT, AT(listen_backlog), "4096", 16,
      65535, "N", "pending connections the kernel queues per listener"},
+    {"admin-bind", "ADMIN_BIND", OPT_STRING, AT(admin_bind), "", 0, 0, "ADDR:PORT",
+     "serve the admin API, dashboard and metrics on their own listener (e.g. 127.0.0.1:8081) "
+     "instead of WEBSRV_PORT; empty: on WEBSRV_PORT"},
+    {"dashboard-session-ttl", "DASHBOARD_SESSION_TTL", OPT_DURATION, AT(dashboard_session_ttl),
+     "1h", 1000, 604800000, "DURATION", "lifetime of a dashboard login"},
+    {"login-attempts", "WSGATE_LOGIN_ATTEMPTS", OPT_UINT, AT(login_attempts), "10", 1, 10000,
+     "N", "dashboard login attempts allowed per minute from one address"},
     {"gateway-auth-key", "GATEWAY_AUTH_KEY", OPT_STRING, AT(auth_key), NULL, 0, 0,
      "KEY", "shared secret of backends and operators, 16+ characters "
      "(unset: a random key is generated and shown once)"},

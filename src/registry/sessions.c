@@ -171,7 +171,8 @@ size_t wsg_sessions_expire(wsg_sessions *t, uint64_t now, uint64_t timeout)
     pthread_mutex_lock(&t->lock);
     while (!wsg_list_empty(&t->idle)) {
         wsg_session *s = wsg_container_of(t->idle.next, wsg_session, idle);
-        if (now - s->last_activity < timeout)
+        /* Activity may be stamped a moment after `now` was read. */
+        if (s->last_activity > now || now - s->last_activity < timeout)
             break;
         unlink_session(t, s);
         session_free(s);

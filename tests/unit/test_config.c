@@ -401,6 +401,17 @@ static void test_bool_flag(void **state)
             fail_msg("%s gave %d", cases[i].arg, cfg.validate_utf8);
         wsg_config_free(&cfg);
     }
+    /* The value may also follow as the next argument. */
+    {
+        wsg_config cfg;
+        expect_ok(ARGS("--validate-utf8", "false"), ARGS("VALIDATE_UTF8=true"), &cfg);
+        assert_false(cfg.validate_utf8);
+        wsg_config_free(&cfg);
+        expect_ok(ARGS("--validate-utf8", "--ws-port", "9001"), NONE, &cfg);
+        assert_true(cfg.validate_utf8);
+        assert_int_equal(cfg.ws_port, 9001);
+        wsg_config_free(&cfg);
+    }
     wsg_config cfg;
     expect_ok(NONE, ARGS("VALIDATE_UTF8=true"), &cfg);
     assert_true(cfg.validate_utf8);
@@ -421,7 +432,10 @@ static void test_unknown_flag_and_positional(void **state)
     expect_error(ARGS("serve"), NONE, "serve", NULL, NULL);
     expect_error(ARGS("--ws-port", "9001", "extra"), NONE, "extra", NULL, NULL);
     expect_error(ARGS("-p"), NONE, "-p", NULL, NULL);
-    expect_error(ARGS("--validate-utf8", "false"), NONE, "false", NULL, NULL);
+    /* A boolean flag takes the next argument as its value, as --help shows
+     * ("--validate-utf8 BOOL"), so a wrong one names the option. */
+    expect_error(ARGS("--validate-utf8", "maybe"), NONE, "VALIDATE_UTF8", "--validate-utf8",
+                 NULL);
 }
 
 /* ---- lists ------------------------------------------------------------- */
