@@ -441,9 +441,11 @@ static int keep_choices(wsg_bridge *b, wsg_str protocol, wsg_str extensions)
     b->agreed = malloc(protocol.len + extensions.len + 2);
     if (b->agreed == NULL)
         return -1;
-    memcpy(b->agreed, protocol.p, protocol.len);
+    if (protocol.len)
+        memcpy(b->agreed, protocol.p, protocol.len);
     b->agreed[protocol.len] = '\n';
-    memcpy(b->agreed + protocol.len + 1, extensions.p, extensions.len);
+    if (extensions.len)
+        memcpy(b->agreed + protocol.len + 1, extensions.p, extensions.len);
     b->agreed[protocol.len + 1 + extensions.len] = '\0';
     return 0;
 }

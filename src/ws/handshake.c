@@ -83,6 +83,8 @@ typedef struct writer {
 
 static void put(writer *w, const char *s, size_t n)
 {
+    if (n == 0)
+        return;
     if (w->len + n + 1 > w->cap) {
         w->overflow = true;
         return;

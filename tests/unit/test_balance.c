@@ -19,7 +19,7 @@
 #include "balance/balance.h"
 
 #define MAX_NODES 320
-#define ID_LEN 16
+#define ID_LEN 32
 #define SIM_KEYS 10000
 
 typedef struct cluster {
