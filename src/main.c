@@ -1,6 +1,7 @@
 /* wsgate: wiring and signals. Everything else lives in its layer. */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ typedef struct app {
     wsg_registry registry;
     wsg_sessions sessions;
     wsg_admin_shared admin_shared;
+    wsg_tls_server tls;
     wsg_health *health;
     wsg_gateway gw;
     slot *slots;
@@ -77,27 +79,31 @@ typedef struct app {
 static void on_ws_accept(wsg_listener *l, int fd, const struct sockaddr_storage *peer)
 {
     slot *s = l->data;
-    wsg_proxy_accept(&s->proxy, fd, peer);
+    wsg_proxy_accept(&s->proxy, fd, peer, l->tls);
 }
 
 static void on_http_accept(wsg_listener *l, int fd, const struct sockaddr_storage *peer)
 {
     slot *s = l->data;
-    wsg_admin_accept(&s->admin, fd, peer, false);
+    wsg_admin_accept(&s->admin, fd, peer, false, l->tls);
 }
 
 static void on_admin_accept(wsg_listener *l, int fd, const struct sockaddr_storage *peer)
 {
     slot *s = l->data;
-    wsg_admin_accept(&s->admin, fd, peer, true);
+    wsg_admin_accept(&s->admin, fd, peer, true, l->tls);
 }
 
 static void worker_started(wsg_worker *w)
 {
     slot *s = w->app;
+    app *a = s->app;
     s->ws_listener.data = s;
     s->http_listener.data = s;
     s->admin_listener.data = s;
+    s->ws_listener.tls = wsg_config_tls_on(&a->cfg, a->cfg.ws_tls);
+    s->http_listener.tls = wsg_config_tls_on(&a->cfg, a->cfg.http_tls);
+    s->admin_listener.tls = wsg_config_tls_on(&a->cfg, a->cfg.admin_tls);
     wsg_listener_start(&s->ws_listener, w, s->ws_fd, on_ws_accept);
     wsg_listener_start(&s->http_listener, w, s->http_fd, on_http_accept);
     if (s->admin_fd >= 0)
@@ -193,6 +199,26 @@ static void on_watch(uv_timer_t *t)
     }
 }
 
+/* SIGHUP: new handshakes get the certificates on disk now; connections
+ * already open keep theirs. A bad file keeps the old certificates. */
+static void reload_certificates(app *a)
+{
+    char err[512];
+    if (a->gw.tls == NULL) {
+        wsg_log_info("SIGHUP received; no TLS certificates to reload", NULL);
+        return;
+    }
+    wsg_tls_certs *certs = wsg_tls_certs_load(a->cfg.tls_cert, a->cfg.tls_key,
+                                              a->cfg.tls_sni_certs, err, sizeof(err));
+    if (certs == NULL) {
+        wsg_log_error("certificate reload failed; keeping the old certificates", "why=\"%s\"",
+                      err);
+        return;
+    }
+    wsg_tls_server_swap(a->gw.tls, certs);
+    wsg_log_info("certificates reloaded", "cert=%s", a->cfg.tls_cert);
+}
+
 static const char *signal_name(int signum)
 {
     return signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
@@ -202,7 +228,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     app *a = h->data;
     if (signum == SIGHUP) {
-        wsg_log_info("SIGHUP received; nothing to reload", NULL);
+        reload_certificates(a);
         return;
     }
     if (a->stage != RUNNING) {
@@ -365,6 +391,31 @@ static int open_listeners(app *a)
     return 0;
 }
 
+static int setup_tls(app *a)
+{
+    char err[512];
+    bool any = wsg_config_tls_on(&a->cfg, a->cfg.ws_tls) ||
+               wsg_config_tls_on(&a->cfg, a->cfg.http_tls) ||
+               (a->cfg.admin_bind[0] && wsg_config_tls_on(&a->cfg, a->cfg.admin_tls));
+    a->gw.tls_client = wsg_tls_client_ctx(a->cfg.backend_ca, a->cfg.backend_tls_verify, err,
+                                          sizeof(err));
+    if (a->gw.tls_client == NULL) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return -1;
+    }
+    if (!any)
+        return 0;
+    wsg_tls_certs *certs = wsg_tls_certs_load(a->cfg.tls_cert, a->cfg.tls_key,
+                                              a->cfg.tls_sni_certs, err, sizeof(err));
+    if (certs == NULL) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return -1;
+    }
+    a->gw.tls = &a->tls;
+    wsg_tls_server_init(a->gw.tls, certs);
+    return 0;
+}
+
 static int setup(app *a)
 {
     char err[512];
@@ -380,6 +431,8 @@ static int setup(app *a)
                 "or CIDR like 10.0.0.0/8\n", bad);
         return 2;
     }
+    if (setup_tls(a) < 0)
+        return 2;
     wsg_sessions_init(&a->sessions, a->cfg.session_max);
     wsg_admin_shared_init(&a->admin_shared);
     wsg_registry_on_change(&a->registry, registry_changed, a);
@@ -450,6 +503,9 @@ static void teardown(app *a)
     free(a->slots);
     free(a->gw.proxies);
     free(a->gw.trusted);
+    if (a->gw.tls)
+        wsg_tls_server_deinit(a->gw.tls);
+    SSL_CTX_free(a->gw.tls_client);
     wsg_sessions_deinit(&a->sessions);
     wsg_admin_shared_deinit(&a->admin_shared);
     wsg_registry_deinit(&a->registry);

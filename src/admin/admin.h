@@ -94,7 +94,8 @@ void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_admin_shared *shared, wsg
 /* Takes a new connection from the HTTP listener, or (admin_port) from the
  * ADMIN_BIND listener. With ADMIN_BIND set, the admin API, the dashboard and
  * the metrics answer on the admin listener only. */
-void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer, bool admin_port);
+void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer, bool admin_port,
+                      bool tls);
 
 /* Closes every HTTP connection (shutdown). */
 void wsg_admin_close_all(wsg_admin *a);

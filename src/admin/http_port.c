@@ -326,7 +326,8 @@ static void on_timer(wsg_timer *t)
     conn_close(c);
 }
 
-void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer, bool admin_port)
+void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer, bool admin_port,
+                      bool tls)
 {
     if (a->closing_all || !wsg_fd_budget_take(&a->gw->fds, 1)) {
         wsg_proxy_refuse(fd, a->closing_all ? "gateway is shutting down"
@@ -348,6 +349,8 @@ void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer,
     atomic_store_explicit(&a->live, wsg_admin_live(a) + 1, memory_order_relaxed);
     start_request(c);
     wsg_sock_set_reading(&c->sock, true);
+    if (tls && wsg_sock_tls_accept(&c->sock, a->gw->tls) < 0)
+        conn_close(c);
 }
 
 void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_admin_shared *shared, wsg_worker *w,

@@ -183,6 +183,11 @@ static int read_spec(json_t *body, pending *p, field_error *e)
     uint32_t ws_port = 0;
     uint32_t max = 0;
     uint32_t weight = 1;
+    json_t *tls = json_object_get(body, "tls");
+    if (tls && !json_is_boolean(tls)) {
+        snprintf(e->text, sizeof(e->text), "tls: must be true or false");
+        return -1;
+    }
     if (get_id(body, "id", "serverId", &id, e) < 0 ||
         get_string(body, "host", true, MAX_HOST, &host, e) < 0 ||
         get_string(body, "publicHost", false, MAX_HOST, &public_host, e) < 0 ||
@@ -220,6 +225,7 @@ static int read_spec(json_t *body, pending *p, field_error *e)
         .service = service ? p->service : NULL,
         .group = p->group,
         .weight = weight,
+        .tls = json_is_true(tls),
     };
     return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -529,6 +530,13 @@ static int load_flags(loader *ld, int argc, char **argv)
     return 0;
 }
 
+bool wsg_config_tls_on(const wsg_config *cfg, const char *listener_option)
+{
+    if (strcmp(listener_option, "auto") == 0)
+        return cfg->use_tls;
+    return strcmp(listener_option, "true") == 0;
+}
+
 const char *wsg_config_check_auth_key(const char *key)
 {
     for (size_t i = 0; i < sizeof(seed_example_keys) / sizeof(seed_example_keys[0]); i++) {
@@ -611,6 +619,30 @@ static int validate(loader *ld)
         strncmp(cfg->health_check, "http:/", 6) != 0) {
         fail(ld, "invalid value \"%s\" for WSGATE_HEALTH_CHECK (--health-check): expected tcp, "
              "off or http:/PATH", cfg->health_check);
+        return -1;
+    }
+    static const struct {
+        const char *env;
+        const char *flag;
+        size_t offset;
+    } tls_switches[] = {
+        {"WSGATE_WS_TLS", "--ws-tls", offsetof(wsg_config, ws_tls)},
+        {"WSGATE_HTTP_TLS", "--http-tls", offsetof(wsg_config, http_tls)},
+        {"WSGATE_ADMIN_TLS", "--admin-tls", offsetof(wsg_config, admin_tls)},
+    };
+    bool any_tls = false;
+    for (size_t i = 0; i < 3; i++) {
+        const char *v = *(char **)((char *)cfg + tls_switches[i].offset);
+        if (strcmp(v, "auto") != 0 && strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+            fail(ld, "invalid value \"%s\" for %s (%s): expected auto, true or false", v,
+                 tls_switches[i].env, tls_switches[i].flag);
+            return -1;
+        }
+        any_tls = any_tls || wsg_config_tls_on(cfg, v);
+    }
+    if (any_tls && (cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0')) {
+        fail(ld, "TLS is on (WEBSRV_USESSL or a *_TLS option) but TLS_CERT (--tls-cert) and "
+             "TLS_KEY (--tls-key) do not both name PEM files");
         return -1;
     }
     if (cfg->server_timeout <= cfg->heartbeat_interval) {

@@ -33,6 +33,17 @@ typedef struct wsg_config {
     uint64_t dashboard_session_ttl; /* ms */
     uint32_t login_attempts;        /* per minute per address */
 
+    /* TLS */
+    bool use_tls;        /* WEBSRV_USESSL */
+    char *tls_cert;
+    char *tls_key;
+    char *tls_sni_certs;
+    char *ws_tls;        /* "auto", "true", "false" */
+    char *http_tls;
+    char *admin_tls;
+    char *backend_ca;
+    bool backend_tls_verify;
+
     /* security */
     char *auth_key; /* NULL: generate one at start */
     char *trusted_proxies; /* comma-separated addresses or CIDRs */
@@ -112,6 +123,10 @@ int wsg_config_parse_duration(const char *s, uint64_t *ms);
 
 /* Parses a size ("16MiB", "64k", bare bytes). Returns 0 or -1. */
 int wsg_config_parse_size(const char *s, uint64_t *bytes);
+
+/* Whether a listener speaks TLS: its own option ("auto", "true",
+ * "false"), auto following WEBSRV_USESSL. */
+bool wsg_config_tls_on(const wsg_config *cfg, const char *listener_option);
 
 /* Refuses an auth key that is too short or a value copied from the seeds'
  * documentation. Returns NULL when acceptable, else the reason. */

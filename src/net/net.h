@@ -13,6 +13,7 @@
 #ifndef WSG_NET_H
 #define WSG_NET_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,12 +50,18 @@ typedef struct wsg_sock wsg_sock;
 typedef void (*wsg_sock_cb)(wsg_sock *s, int status, int events);
 
 struct wsg_sock {
-    uv_poll_t poll;   /* poll.poll_cb is the owner's wsg_sock_cb */
+    uv_poll_t poll;   /* poll.poll_cb is the owner's wsg_sock_cb (TLS: ours) */
     wsg_buf *out;     /* accepted but unsent bytes; NULL when all are sent */
+    struct ssl_st *ssl;   /* NULL for plain TCP */
+    wsg_sock_cb owner_cb; /* TLS: the owner's callback */
     int fd;
     uint8_t want;     /* events currently asked of the loop */
     bool reading;     /* the owner wants UV_READABLE */
     bool connecting;  /* a connect is under way: wait for UV_WRITABLE */
+    bool tls_handshaking;
+    uint8_t tls_want;           /* what the handshake waits for */
+    bool tls_read_needs_write;  /* SSL_read asked for writability */
+    bool tls_write_needs_read;  /* SSL_write asked for readability */
 };
 
 /* Watches fd on loop; the socket starts neither reading nor writing.
@@ -90,6 +97,49 @@ static inline bool wsg_sock_is_closing(const wsg_sock *s)
 {
     return uv_is_closing((const uv_handle_t *)&s->poll) != 0;
 }
+
+/* Re-computes the events asked of the loop (internal to net/). */
+void wsg_sock_update_events(wsg_sock *s);
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* A set of server certificates: [0] the default, the others chosen by SNI
+ * (the first whose names match). Loaded whole, swapped whole. */
+typedef struct wsg_tls_certs wsg_tls_certs;
+
+/* The certificates a listener uses now; swapped on SIGHUP while sockets
+ * made from the old set keep it. */
+typedef struct wsg_tls_server {
+    pthread_mutex_t lock;
+    wsg_tls_certs *certs;
+} wsg_tls_server;
+
+/* Loads TLS_CERT/TLS_KEY and the "cert:key,..." extras (TLS 1.2 and 1.3,
+ * modern ciphers, ALPN http/1.1). NULL with err naming the file. */
+wsg_tls_certs *wsg_tls_certs_load(const char *cert, const char *key, const char *extras,
+                                  char *err, size_t errlen);
+void wsg_tls_server_init(wsg_tls_server *t, wsg_tls_certs *certs);
+/* Makes new handshakes use `certs`; open connections are untouched. */
+void wsg_tls_server_swap(wsg_tls_server *t, wsg_tls_certs *certs);
+void wsg_tls_server_deinit(wsg_tls_server *t);
+
+/* A client context for wss:// backends: system CAs or ca_file; verify
+ * the backend's certificate and name unless told not to. */
+struct ssl_ctx_st *wsg_tls_client_ctx(const char *ca_file, bool verify, char *err,
+                                      size_t errlen);
+
+/* Makes an open socket a TLS server (after accept) or client (after the
+ * TCP connect; host names the backend for SNI and verification). The
+ * handshake then runs inside the socket. Returns 0 or a negative errno. */
+int wsg_sock_tls_accept(wsg_sock *s, wsg_tls_server *t);
+int wsg_sock_tls_connect(wsg_sock *s, struct ssl_ctx_st *ctx, const char *host);
+
+/* Internal to net/: the TLS side of read, write, flush and close. */
+long wsg_sock_tls_read(wsg_sock *s, void *buf, size_t len);
+int wsg_sock_tls_write(wsg_sock *s, const uv_buf_t *bufs, unsigned n);
+int wsg_sock_tls_flush(wsg_sock *s);
+void wsg_sock_tls_free(wsg_sock *s);
+bool wsg_sock_tls_pending(const wsg_sock *s);
 
 /* Starts a non-blocking connect. Returns 0 with *fd set when under way, or
  * a negative errno. Open the socket with wsg_sock_open, then call
@@ -227,6 +277,7 @@ struct wsg_listener {
     uv_timer_t retry;    /* resumes accepting after descriptors ran out */
     int fd;
     bool open;
+    bool tls;            /* accepted sockets speak TLS */
     wsg_worker *worker;
     wsg_accept_cb on_accept;
     void *data;

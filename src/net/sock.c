@@ -21,10 +21,15 @@ void wsg_fd_budget_give(wsg_fd_budget *b, long n)
     atomic_fetch_sub_explicit(&b->used, n, memory_order_relaxed);
 }
 
-static void update_events(wsg_sock *s)
+void wsg_sock_update_events(wsg_sock *s)
 {
     uint8_t want = (uint8_t)((s->reading ? UV_READABLE : 0) |
                              (s->out || s->connecting ? UV_WRITABLE : 0));
+    if (s->ssl) {
+        want |= s->tls_want;
+        want |= s->tls_write_needs_read ? UV_READABLE : 0;
+        want |= s->tls_read_needs_write ? UV_WRITABLE : 0;
+    }
     if (want == s->want || wsg_sock_is_closing(s))
         return;
     s->want = want;
@@ -41,21 +46,29 @@ int wsg_sock_open(uv_loop_t *loop, wsg_sock *s, int fd, wsg_sock_cb cb)
         return rc;
     s->poll.poll_cb = (uv_poll_cb)cb;
     s->out = NULL;
+    s->ssl = NULL;
+    s->owner_cb = cb;
     s->fd = fd;
     s->want = 0;
     s->reading = false;
     s->connecting = false;
+    s->tls_handshaking = false;
+    s->tls_want = 0;
+    s->tls_read_needs_write = false;
+    s->tls_write_needs_read = false;
     return 0;
 }
 
 void wsg_sock_set_reading(wsg_sock *s, bool on)
 {
     s->reading = on;
-    update_events(s);
+    wsg_sock_update_events(s);
 }
 
 long wsg_sock_read(wsg_sock *s, void *buf, size_t len)
 {
+    if (s->ssl)
+        return wsg_sock_tls_read(s, buf, len);
     for (;;) {
         ssize_t n = recv(s->fd, buf, len, 0);
         if (n > 0)
@@ -89,6 +102,8 @@ static int queue_rest(wsg_sock *s, const uv_buf_t *bufs, unsigned n, size_t sent
 int wsg_sock_write(wsg_sock *s, const uv_buf_t *bufs, unsigned n)
 {
     size_t sent = 0;
+    if (s->ssl)
+        return wsg_sock_tls_write(s, bufs, n);
     if (s->out == NULL) {
         struct msghdr msg = {.msg_iov = (struct iovec *)bufs, .msg_iovlen = n};
         ssize_t rc;
@@ -104,12 +119,14 @@ int wsg_sock_write(wsg_sock *s, const uv_buf_t *bufs, unsigned n)
     int rc = queue_rest(s, bufs, n, sent);
     if (rc < 0)
         return rc;
-    update_events(s);
+    wsg_sock_update_events(s);
     return 0;
 }
 
 int wsg_sock_flush(wsg_sock *s)
 {
+    if (s->ssl)
+        return wsg_sock_tls_flush(s);
     while (s->out) {
         size_t len = wsg_buf_len(s->out);
         ssize_t rc = send(s->fd, wsg_buf_begin(s->out), len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -124,12 +141,14 @@ int wsg_sock_flush(wsg_sock *s)
         if ((size_t)rc < len)
             return 0;
     }
-    update_events(s);
+    wsg_sock_update_events(s);
     return 1;
 }
 
 void wsg_sock_close(wsg_sock *s, uv_close_cb close_cb)
 {
+    if (s->ssl)
+        wsg_sock_tls_free(s);
     wsg_buf_free(&s->out);
     uv_close((uv_handle_t *)&s->poll, close_cb);
     /* uv_close has already stopped the watcher and dropped pending events
@@ -157,7 +176,7 @@ int wsg_dial(const struct sockaddr *addr, socklen_t addrlen, int *fd_out)
 void wsg_sock_await_connect(wsg_sock *s)
 {
     s->connecting = true;
-    update_events(s);
+    wsg_sock_update_events(s);
 }
 
 int wsg_sock_connect_result(wsg_sock *s)
@@ -165,7 +184,7 @@ int wsg_sock_connect_result(wsg_sock *s)
     int err = 0;
     socklen_t len = sizeof(err);
     s->connecting = false;
-    update_events(s);
+    wsg_sock_update_events(s);
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         return -errno;
     return -err;

@@ -402,6 +402,8 @@ void dial_on_event(wsg_upstream *u, int events)
         if (!(events & UV_WRITABLE))
             return;
         int rc = wsg_sock_connect_result(&u->sock);
+        if (rc == 0 && u->backend->tls)
+            rc = wsg_sock_tls_connect(&u->sock, b->proxy->gw->tls_client, u->backend->host);
         if (rc == 0)
             rc = send_request(b);
         if (rc < 0) {

@@ -32,7 +32,7 @@ static void refuse(wsg_proxy *p, int fd, const char *why)
     wsg_proxy_refuse(fd, why);
 }
 
-void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
+void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls)
 {
     wsg_gateway *gw = p->gw;
     if (p->closing_all || atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
@@ -44,12 +44,16 @@ void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
         return;
     }
     long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
-    if (before >= gw->max_clients || bridge_create(p, fd, peer) == NULL) {
+    wsg_bridge *b = NULL;
+    if (before >= gw->max_clients || (b = bridge_create(p, fd, peer)) == NULL) {
         atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
         wsg_fd_budget_give(&gw->fds, 2);
         refuse(p, fd, before >= gw->max_clients ? "gateway is at its connection limit"
                                                  : "out of memory");
+        return;
     }
+    if (tls && wsg_sock_tls_accept(&b->client, gw->tls) < 0)
+        bridge_end(b, "cannot start TLS");
 }
 
 void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)

@@ -36,6 +36,8 @@ typedef struct wsg_gateway {
     uint64_t started_ms;     /* wall clock, for uptime */
     struct wsg_proxy **proxies; /* every worker's share, for totals */
     unsigned proxy_count;
+    wsg_tls_server *tls;         /* server certificates; NULL without TLS */
+    struct ssl_ctx_st *tls_client; /* for wss:// backends */
 } wsg_gateway;
 
 typedef struct wsg_proxy {
@@ -57,8 +59,9 @@ typedef struct wsg_proxy {
 /* Sets up a worker's proxy state; call on the worker's thread. */
 void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w);
 
-/* Takes a new client connection from the WebSocket listener. */
-void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer);
+/* Takes a new client connection from the WebSocket listener; `tls` when
+ * that listener speaks TLS. */
+void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls);
 
 /* Ends every connection: each client gets 1001 and each backend 1001 at the
  * next frame boundary, then sockets close once flushed (or at once when

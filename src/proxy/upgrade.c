@@ -249,8 +249,8 @@ static char *build_dial_request(wsg_bridge *b, client_hs *hs, const char **why)
     rc |= put_cstr(&w, ip);
     rc |= put_cstr(&w, "\r\n");
     wsg_str proto = wsg_http_header_get(h, WSG_STR("X-Forwarded-Proto"));
-    rc |= put_header(&w, WSG_STR("X-Forwarded-Proto"),
-                     trusted && proto.len ? proto : WSG_STR("http"));
+    wsg_str scheme = b->client.ssl ? WSG_STR("https") : WSG_STR("http");
+    rc |= put_header(&w, WSG_STR("X-Forwarded-Proto"), trusted && proto.len ? proto : scheme);
     real_client_ip(b, xff, trusted, ip, sizeof(ip));
     rc |= put_header(&w, WSG_STR("X-Real-IP"), wsg_str_cstr(ip));
     rc |= put_bytes(&w, "", 1);

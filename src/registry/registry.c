@@ -146,6 +146,7 @@ static wsg_backend *backend_new(wsg_registry *r, const wsg_backend_spec *spec,
     b->ws_port = spec->ws_port;
     b->http_port = spec->port;
     b->weight = spec->weight ? spec->weight : 1;
+    b->tls = spec->tls;
     b->max_connections = spec->max_connections;
     b->is_static = is_static;
     b->ws_addr = *addr;
@@ -303,8 +304,8 @@ static int resolve(const char *hostport, char *host, size_t hostlen, uint16_t *p
     return 0;
 }
 
-static int add_static(wsg_registry *r, wsg_service *svc, const char *hostport, char *why,
-                      size_t whylen)
+static int add_static(wsg_registry *r, wsg_service *svc, const char *hostport, bool tls,
+                      char *why, size_t whylen)
 {
     char host[128];
     uint16_t port;
@@ -322,28 +323,30 @@ static int add_static(wsg_registry *r, wsg_service *svc, const char *hostport, c
         .port = port,
         .ws_port = port,
         .service = svc->name,
+        .tls = tls,
     };
     service_add(svc, backend_new(r, &spec, &addr, addrlen, true));
     return 0;
 }
 
-/* Turns "ws://host:port" or "http://host:port/" into "host:port". */
-static int url_hostport(const char *url, char *out, size_t outlen, char *why, size_t whylen)
+/* Turns "ws://host:port", "wss://host:port" or "http(s)://host:port/"
+ * into "host:port"; *tls tells whether the scheme is a TLS one. */
+static int url_hostport(const char *url, char *out, size_t outlen, bool *tls, char *why,
+                        size_t whylen)
 {
-    static const char *const plain[] = {"ws://", "http://"};
-    static const char *const tls[] = {"wss://", "https://"};
+    static const struct {
+        const char *prefix;
+        bool tls;
+    } schemes[] = {{"ws://", false}, {"http://", false}, {"wss://", true}, {"https://", true}};
     const char *rest = NULL;
-    for (size_t i = 0; i < 2; i++) {
-        if (strncmp(url, tls[i], strlen(tls[i])) == 0) {
-            snprintf(why, whylen, "TLS toward backends (%s) is not supported yet; use %s",
-                     tls[i], plain[i]);
-            return -1;
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        if (strncmp(url, schemes[i].prefix, strlen(schemes[i].prefix)) == 0) {
+            rest = url + strlen(schemes[i].prefix);
+            *tls = schemes[i].tls;
         }
-        if (strncmp(url, plain[i], strlen(plain[i])) == 0)
-            rest = url + strlen(plain[i]);
     }
     if (rest == NULL) {
-        snprintf(why, whylen, "expected a ws:// or http:// URL");
+        snprintf(why, whylen, "expected a ws://, wss://, http:// or https:// URL");
         return -1;
     }
     size_t n = strcspn(rest, "/");
@@ -393,14 +396,15 @@ static int load_service(wsg_registry *r, const char *name, json_t *value, char *
     json_array_foreach(list, i, url) {
         char hostport[300];
         char why[200];
+        bool tls = false;
         if (!json_is_string(url)) {
             snprintf(err, errlen, "UPSTREAMS (--upstreams): service \"%s\" entry %zu is not a "
                      "string", name, i);
             return -1;
         }
-        if (url_hostport(json_string_value(url), hostport, sizeof(hostport), why,
+        if (url_hostport(json_string_value(url), hostport, sizeof(hostport), &tls, why,
                          sizeof(why)) < 0 ||
-            add_static(r, svc, hostport, why, sizeof(why)) < 0) {
+            add_static(r, svc, hostport, tls, why, sizeof(why)) < 0) {
             snprintf(err, errlen, "UPSTREAMS (--upstreams): service \"%s\" entry \"%s\": %s",
                      name, json_string_value(url), why);
             return -1;
@@ -467,7 +471,18 @@ int wsg_registry_init(wsg_registry *r, const wsg_config *cfg, unsigned workers, 
     r->default_service = add_service(r, cfg->default_service);
     for (size_t i = 0; i < cfg->backend_count; i++) {
         char why[200];
-        if (add_static(r, r->default_service, cfg->backends[i], why, sizeof(why)) < 0) {
+        char hostport[300];
+        bool tls = false;
+        const char *entry = cfg->backends[i];
+        /* A bare HOST:PORT, or a ws:// or wss:// URL. */
+        if (strstr(entry, "://")) {
+            if (url_hostport(entry, hostport, sizeof(hostport), &tls, why, sizeof(why)) < 0) {
+                snprintf(err, errlen, "WSGATE_BACKENDS (--backend) \"%s\": %s", entry, why);
+                return -1;
+            }
+            entry = hostport;
+        }
+        if (add_static(r, r->default_service, entry, tls, why, sizeof(why)) < 0) {
             snprintf(err, errlen, "WSGATE_BACKENDS (--backend) \"%s\": %s", cfg->backends[i],
                      why);
             return -1;

@@ -72,6 +72,7 @@ typedef struct wsg_backend {
     uint16_t http_port; /* dialled for HTTP requests */
     uint32_t weight;
     bool is_static;     /* from configuration: health-checked, never expires */
+    bool tls;           /* wss://: dialled with TLS */
     socklen_t ws_addrlen;
     struct sockaddr_storage ws_addr;
     socklen_t http_addrlen;
@@ -148,6 +149,7 @@ typedef struct wsg_backend_spec {
     const char *service;     /* NULL: the default service */
     const char *group;       /* NULL: none */
     uint32_t weight;         /* 0: 1 */
+    bool tls;                /* dial with TLS (wss://) */
 } wsg_backend_spec;
 
 typedef struct wsg_heartbeat {
