@@ -47,9 +47,10 @@ static void set_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply, bo
         id = json_object_get(body, "id");
     json_t *group = json_object_get(body, "group");
     if ((id && !json_is_string(id)) || (group && !json_is_string(group))) {
+        const char *why = id && !json_is_string(id) ? "serverId: must be a string"
+                                                    : "group: must be a string";
         json_decref(body);
-        wsg_reply_error(reply, 400, id && !json_is_string(id) ? "serverId: must be a string"
-                                                              : "group: must be a string");
+        wsg_reply_error(reply, 400, why);
         return;
     }
     if (group && id == NULL) {
