@@ -58,6 +58,7 @@ typedef struct app {
     wsg_sessions sessions;
     wsg_admin_shared admin_shared;
     wsg_tls_server tls;
+    wsg_clients addresses;
     wsg_health *health;
     wsg_gateway gw;
     slot *slots;
@@ -261,6 +262,7 @@ static void on_housekeeping(uv_timer_t *t)
     app *a = t->data;
     wsg_registry_expire(&a->registry);
     wsg_sessions_expire(&a->sessions, wsg_registry_mono_ms(), a->cfg.session_timeout);
+    wsg_clients_sweep(&a->addresses, uv_now(a->loop));
     if (strcmp(a->cfg.drain_mode, "finish") == 0)
         post_all(a, CMD_BACKENDS);
 }
@@ -416,6 +418,36 @@ static int setup_tls(app *a)
     return 0;
 }
 
+/* Address lists and rate limits. */
+static int setup_limits(app *a)
+{
+    char bad[128];
+    wsg_client_limits limits = {
+        .upgrade_rate = a->cfg.rate_upgrades,
+        .upgrade_burst = a->cfg.rate_upgrade_burst,
+        .request_rate = a->cfg.rate_requests,
+        .request_burst = a->cfg.rate_request_burst,
+        .max_per_ip = a->cfg.max_per_ip,
+    };
+    if (wsg_cidr_list_parse(a->cfg.rate_exempt, &limits.exempt, &limits.exempt_count, bad,
+                            sizeof(bad)) < 0) {
+        fprintf(stderr, "wsgate: RATE_LIMIT_EXEMPT (--rate-limit-exempt): \"%s\" is not an "
+                "address or CIDR like 10.0.0.0/8\n", bad);
+        return -1;
+    }
+    if (wsg_cidr_list_parse(a->cfg.registration_networks, &a->gw.registration_nets,
+                            &a->gw.registration_net_count, bad, sizeof(bad)) < 0) {
+        free(limits.exempt);
+        fprintf(stderr, "wsgate: REGISTRATION_NETWORKS (--registration-networks): \"%s\" is "
+                "not an address or CIDR like 10.0.0.0/8\n", bad);
+        return -1;
+    }
+    wsg_clients_init(&a->addresses, &limits);
+    a->gw.addresses = &a->addresses;
+    atomic_init(&a->gw.pending, 0);
+    return 0;
+}
+
 static int setup(app *a)
 {
     char err[512];
@@ -431,7 +463,7 @@ static int setup(app *a)
                 "or CIDR like 10.0.0.0/8\n", bad);
         return 2;
     }
-    if (setup_tls(a) < 0)
+    if (setup_tls(a) < 0 || setup_limits(a) < 0)
         return 2;
     wsg_sessions_init(&a->sessions, a->cfg.session_max);
     wsg_admin_shared_init(&a->admin_shared);
@@ -508,6 +540,8 @@ static void teardown(app *a)
     SSL_CTX_free(a->gw.tls_client);
     wsg_sessions_deinit(&a->sessions);
     wsg_admin_shared_deinit(&a->admin_shared);
+    wsg_clients_deinit(&a->addresses);
+    free(a->gw.registration_nets);
     wsg_registry_deinit(&a->registry);
     wsg_config_free(&a->cfg);
 }

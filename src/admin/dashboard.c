@@ -16,9 +16,7 @@ extern const size_t wsg_asset_dashboard_css_len;
 static const char security_headers[] =
     "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; "
-    "frame-ancestors 'none'\r\n"
-    "X-Frame-Options: DENY\r\n"
-    "Referrer-Policy: no-referrer\r\n";
+    "frame-ancestors 'none'\r\n";
 
 static void asset(wsg_reply *reply, const unsigned char *data, size_t len, const char *type)
 {

@@ -133,6 +133,8 @@ static void send_reply(http_conn *c, wsg_reply *r, bool keep_alive, bool head_on
                      "Content-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n"
                      "X-Content-Type-Options: nosniff\r\n"
+                     "X-Frame-Options: DENY\r\n"
+                     "Referrer-Policy: no-referrer\r\n"
                      "%s"
                      "%s"
                      "\r\n",
@@ -231,6 +233,27 @@ static long read_body(http_conn *c, const char *data, size_t len)
     return 0;
 }
 
+/* The per-address request rate: over it, 429 with Retry-After, and the
+ * connection stays for the next try. */
+static bool admitted(http_conn *c)
+{
+    uint32_t wait_ms = 0;
+    wsg_admin *a = c->admin;
+    if (wsg_clients_admit_request(a->gw->addresses, c->peer.family, c->peer.ip,
+                                  uv_now(&a->worker->loop), &wait_ms) == WSG_ADMIT_OK)
+        return true;
+    char retry[48];
+    wsg_reply reply = {0};
+    snprintf(retry, sizeof(retry), "Retry-After: %u\r\n", (wait_ms + 999) / 1000);
+    wsg_count(a->counters, WSG_C_RATE_LIMITED, 1);
+    wsg_reply_error(&reply, 429, "too many requests from your address; slow down");
+    reply.extra_headers = retry;
+    send_reply(c, &reply, c->head.keep_alive && !a->closing_all, c->head.method == HTTP_HEAD);
+    if (!c->closing)
+        start_request(c);
+    return false;
+}
+
 /* Handles every complete request in c->in; returns when more input is
  * needed, a reply is deferred, or the connection is closing. */
 static void process_input(http_conn *c)
@@ -252,6 +275,10 @@ static void process_input(http_conn *c)
         if (used <= 0)
             return;
         wsg_count(c->admin->counters, WSG_C_HTTP_REQUESTS, 1);
+        if (!admitted(c)) {
+            wsg_buf_consume(&c->in, (size_t)used);
+            continue;
+        }
         c->used = (size_t)used;
         c->keep_alive = c->head.keep_alive && !c->admin->closing_all;
         c->head_only = c->head.method == HTTP_HEAD;

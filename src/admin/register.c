@@ -48,6 +48,18 @@ static json_t *parse_body(const wsg_request *req, wsg_reply *reply)
 
 static bool authorized(wsg_admin *a, const wsg_request *req, json_t *body, wsg_reply *reply)
 {
+    const wsg_gateway *gw = a->gw;
+    bool from_allowed = gw->registration_net_count == 0;
+    for (size_t i = 0; i < gw->registration_net_count && !from_allowed; i++)
+        from_allowed = wsg_cidr_match(&gw->registration_nets[i], req->peer->family, req->peer->ip);
+    if (!from_allowed) {
+        char client[64];
+        wsg_peer_format(req->peer, client, sizeof(client));
+        wsg_log_warn("registration refused: address not in REGISTRATION_NETWORKS",
+                     "client=%s", client);
+        wsg_reply_error(reply, 403, "registration is not allowed from this address");
+        return false;
+    }
     if (wsg_admin_authorized(a, req, body))
         return true;
     wsg_reply_json(reply, 401, json_pack("{s:b, s:s, s:s}", "success", 0, "error",

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "balance/balance.h"
+#include "core/hash.h"
 
 static const wsg_balancer_ops *const policies[] = {
     &wsg_balance_round_robin,
@@ -36,20 +37,7 @@ int wsg_balance_cmp_load(const wsg_balance_node *a, const wsg_balance_node *b)
 
 uint64_t wsg_balance_hash(const void *p, size_t n)
 {
-    const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ULL;
-    }
-    /* FNV alone clusters keys that differ in their last bytes
-     * ("c1", "c2", ...); this finaliser spreads them. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return wsg_hash(p, n);
 }
 
 size_t wsg_balance_least_loaded(const wsg_balance_node *nodes, size_t n, uint64_t turn)

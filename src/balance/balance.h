@@ -61,8 +61,7 @@ size_t wsg_balance_least_loaded(const wsg_balance_node *nodes, size_t n, uint64_
 /* Compares load per weight: <0 when a is less loaded than b. */
 int wsg_balance_cmp_load(const wsg_balance_node *a, const wsg_balance_node *b);
 
-/* A 64-bit hash with good spread for short keys (FNV-1a, then a
- * finaliser that mixes every bit into every other). */
+/* The hash consistent hashing places nodes and keys with (core/hash.h). */
 uint64_t wsg_balance_hash(const void *p, size_t n);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
@@ -26,7 +27,7 @@ typedef enum source {
 
 typedef struct loader {
     wsg_config *cfg;
-    source set_by[64];
+    uint8_t *set_by; /* the source of each option's value, by table index */
     char *err;
     size_t errlen;
 } loader;
@@ -550,6 +551,89 @@ const char *wsg_config_check_auth_key(const char *key)
     return NULL;
 }
 
+/* A file option must name a readable file when set. */
+static int check_file(loader *ld, const char *path, const char *env, const char *flag)
+{
+    if (path[0] == '\0' || access(path, R_OK) == 0)
+        return 0;
+    fail(ld, "cannot read \"%s\" given as %s (%s): %s", path, env, flag, strerror(errno));
+    return -1;
+}
+
+static bool host_chars(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_';
+        if (!ok)
+            return false;
+    }
+    return n > 0;
+}
+
+/* Each item of a comma-separated list must pass `ok`. */
+static int check_list(loader *ld, const char *list, bool (*ok)(const char *item, size_t n),
+                      const char *env, const char *flag, const char *expected)
+{
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        while (n > 0 && p[n - 1] == ' ')
+            n--;
+        if (n > 0 && !ok(p, n)) {
+            fail(ld, "invalid value \"%.*s\" in %s (%s): expected %s", (int)n, p, env, flag,
+                 expected);
+            return -1;
+        }
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+/* "https://app.example.com" or "http://localhost:3000", or "null". */
+static bool origin_ok(const char *p, size_t n)
+{
+    if (n == 4 && strncmp(p, "null", 4) == 0)
+        return true;
+    size_t skip = n > 8 && strncmp(p, "https://", 8) == 0  ? 8
+                  : n > 7 && strncmp(p, "http://", 7) == 0 ? 7
+                                                            : 0;
+    return skip && host_chars(p + skip, n - skip);
+}
+
+static bool host_ok(const char *p, size_t n)
+{
+    return host_chars(p, n);
+}
+
+/* "cert.pem:key.pem" with both files readable. */
+static bool cert_pair_ok(const char *p, size_t n)
+{
+    char path[4096];
+    const char *colon = memchr(p, ':', n);
+    if (colon == NULL || colon == p || colon == p + n - 1 || n >= sizeof(path))
+        return false;
+    snprintf(path, sizeof(path), "%.*s", (int)(colon - p), p);
+    if (access(path, R_OK) != 0)
+        return false;
+    snprintf(path, sizeof(path), "%.*s", (int)(p + n - colon - 1), colon + 1);
+    return access(path, R_OK) == 0;
+}
+
+static int check_tls_files(loader *ld)
+{
+    const wsg_config *cfg = ld->cfg;
+    if (check_file(ld, cfg->tls_cert, "TLS_CERT", "--tls-cert") < 0 ||
+        check_file(ld, cfg->tls_key, "TLS_KEY", "--tls-key") < 0 ||
+        check_file(ld, cfg->backend_ca, "WSGATE_BACKEND_CA", "--backend-ca") < 0)
+        return -1;
+    return check_list(ld, cfg->tls_sni_certs, cert_pair_ok, "TLS_SNI_CERTS", "--tls-sni-certs",
+                      "CERT.pem:KEY.pem naming two readable files");
+}
+
 static int validate(loader *ld)
 {
     wsg_config *cfg = ld->cfg;
@@ -597,6 +681,18 @@ static int validate(loader *ld)
     if (cfg->ws_port == cfg->http_port) {
         fail(ld, "WS_PORT (--ws-port) and WEBSRV_PORT (--websrv-port) are both %u; give them "
              "different ports", cfg->ws_port);
+        return -1;
+    }
+    if (check_tls_files(ld) < 0 ||
+        check_list(ld, cfg->allowed_origins, origin_ok, "ALLOWED_ORIGINS", "--allowed-origins",
+                   "an origin like https://app.example.com") < 0 ||
+        check_list(ld, cfg->allowed_hosts, host_ok, "WSGATE_ALLOWED_HOSTS", "--allowed-hosts",
+                   "a host like example.com or example.com:9000") < 0)
+        return -1;
+    if (strcmp(cfg->message_rate_action, "close") != 0 &&
+        strcmp(cfg->message_rate_action, "drop") != 0) {
+        fail(ld, "invalid value \"%s\" for MESSAGE_RATE_ACTION (--message-rate-action): "
+             "expected close or drop", cfg->message_rate_action);
         return -1;
     }
     if (strcmp(cfg->drain_mode, "migrate") != 0 && strcmp(cfg->drain_mode, "finish") != 0) {
@@ -672,11 +768,13 @@ static bool wants(int argc, char **argv, const char *a, const char *b)
 wsg_config_result wsg_config_load(wsg_config *cfg, int argc, char **argv, char **envp,
                                   void *out, char *err, size_t errlen)
 {
-    loader ld = {.cfg = cfg, .err = err, .errlen = errlen};
+    uint8_t set_by[wsg_option_count];
+    loader ld = {.cfg = cfg, .set_by = set_by, .err = err, .errlen = errlen};
     const char *path = NULL;
     bool explicit_file;
 
     memset(cfg, 0, sizeof(*cfg));
+    memset(set_by, 0, sizeof(set_by));
     err[0] = '\0';
     if (wants(argc, argv, "--help", "-h")) {
         wsg_config_print_help(out);

@@ -47,6 +47,21 @@ typedef struct wsg_config {
     /* security */
     char *auth_key; /* NULL: generate one at start */
     char *trusted_proxies; /* comma-separated addresses or CIDRs */
+    char *allowed_origins;
+    char *allowed_hosts;
+    char *registration_networks;
+
+    /* limits */
+    double rate_upgrades;       /* per second per address; 0: off */
+    double rate_upgrade_burst;
+    double rate_requests;
+    double rate_request_burst;
+    char *rate_exempt;
+    uint32_t max_per_ip;
+    uint32_t max_pending;
+    double message_rate;        /* per second per connection; 0: off */
+    double message_burst;
+    char *message_rate_action;  /* "close" or "drop" */
 
     /* backends */
     char **backends; /* host:port entries of the default service */

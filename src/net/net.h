@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "core/bucket.h"
 #include "core/buf.h"
 #include "core/rand.h"
 #include "core/wheel.h"
@@ -190,6 +191,71 @@ bool wsg_cidr_match(const wsg_cidr *c, int family, const uint8_t *ip);
  * Returns 0, or -1 with the bad entry copied into bad. */
 int wsg_cidr_list_parse(const char *text, wsg_cidr **out, size_t *count, char *bad,
                         size_t badlen);
+
+/* ---- limits per client address (clients.c) -------------------------- */
+
+#define WSG_CLIENT_SHARDS 16
+
+typedef struct wsg_client_limits {
+    double upgrade_rate;  /* new WebSocket upgrades per second; 0: off */
+    double upgrade_burst;
+    double request_rate;  /* HTTP requests per second; 0: off */
+    double request_burst;
+    uint32_t max_per_ip;  /* open connections per address; 0: no limit */
+    wsg_cidr *exempt;     /* never limited (owned) */
+    size_t exempt_count;
+} wsg_client_limits;
+
+/* One address. `connections` and the buckets are guarded by its shard. */
+typedef struct wsg_client {
+    struct wsg_client *next;
+    wsg_bucket upgrades;
+    wsg_bucket requests;
+    uint64_t seen_ms;
+    uint32_t connections;
+    uint32_t hash;
+    uint8_t ip[16];
+    uint8_t family;
+} wsg_client;
+
+typedef struct wsg_client_shard {
+    pthread_mutex_t lock;
+    wsg_client **buckets;
+    size_t bucket_count;
+    size_t count;
+} wsg_client_shard;
+
+typedef struct wsg_clients {
+    wsg_client_limits limits;
+    wsg_client_shard shards[WSG_CLIENT_SHARDS];
+} wsg_clients;
+
+typedef enum wsg_admit {
+    WSG_ADMIT_OK = 0,
+    WSG_ADMIT_RATE = 1, /* too many too fast: 429 with Retry-After */
+    WSG_ADMIT_FULL = 2, /* too many open from that address: 503 */
+} wsg_admit;
+
+/* Takes ownership of limits->exempt. */
+void wsg_clients_init(wsg_clients *t, const wsg_client_limits *limits);
+void wsg_clients_deinit(wsg_clients *t);
+
+bool wsg_clients_exempt(const wsg_clients *t, int family, const uint8_t *ip);
+
+/* Admits a new WebSocket connection from an address (its upgrade bucket
+ * and its connection count). On WSG_ADMIT_OK, *counted is the entry to
+ * release when the connection ends (NULL when nothing was counted); on
+ * WSG_ADMIT_RATE, *retry_ms says when to come back. `now` in ms. */
+wsg_admit wsg_clients_admit_upgrade(wsg_clients *t, int family, const uint8_t *ip, uint64_t now,
+                                    wsg_client **counted, uint32_t *retry_ms);
+void wsg_clients_release(wsg_clients *t, wsg_client *c, uint64_t now);
+
+/* Admits one HTTP request from an address. */
+wsg_admit wsg_clients_admit_request(wsg_clients *t, int family, const uint8_t *ip, uint64_t now,
+                                    uint32_t *retry_ms);
+
+/* Forgets addresses idle for a minute. Returns how many. */
+size_t wsg_clients_sweep(wsg_clients *t, uint64_t now);
 
 /* ---- workers --------------------------------------------------------- */
 

@@ -54,6 +54,14 @@ void bridge_arm(wsg_bridge *b, uint64_t due)
 
 /* ---- lifetime --------------------------------------------------------- */
 
+void bridge_not_pending(wsg_bridge *b)
+{
+    if (!(b->flags & BF_PENDING))
+        return;
+    b->flags &= (uint16_t)~BF_PENDING;
+    atomic_fetch_sub_explicit(&b->proxy->gw->pending, 1, memory_order_relaxed);
+}
+
 static void bridge_free(wsg_bridge *b)
 {
     wsg_proxy *p = b->proxy;
@@ -65,6 +73,9 @@ static void bridge_free(wsg_bridge *b)
     migrate_free(b);
     if (b->session)
         wsg_sessions_detach(p->gw->sessions, b->session, b->msg_at);
+    if (b->counted)
+        wsg_clients_release(p->gw->addresses, b->counted, uv_now(&p->worker->loop));
+    bridge_not_pending(b);
     free(b->dial_request);
     free(b->agreed);
     wsg_fd_budget_give(&p->gw->fds, 2);
@@ -273,6 +284,7 @@ void bridge_end(wsg_bridge *b, const char *why)
                     (now - b->opened_at) * 1000);
     }
     b->state = B_ENDING;
+    bridge_not_pending(b);
     b->end_at = now + config_of(b)->close_timeout;
     if (b->up && wsg_sock_pending(&b->up->sock) == 0)
         bridge_release_upstream(b);
@@ -415,6 +427,8 @@ static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const ws
 {
     if (is_our_pong(b, span))
         return true;
+    /* Read the close code while the payload is still in the clear. */
+    uint16_t code = close_code_of(span);
     wsg_ws_control_remask(frame, &span->header, &b->proxy->worker->rng);
     if (span->header.opcode != WSG_WS_OP_CLOSE) {
         out_add(o, frame, span->len, b, true);
@@ -422,7 +436,7 @@ static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const ws
     }
     b->flags |= BF_CLIENT_SENT_CLOSE;
     if (!(b->flags & BF_CLIENT_GOT_CLOSE))
-        b->close_code = close_code_of(span);
+        b->close_code = code;
     if (b->mig) {
         /* No backend to ask: the gateway answers the close itself. */
         send_to_backend(b, o);
@@ -487,15 +501,44 @@ static void protocol_error(wsg_bridge *b, const wsg_ws_span *span, bool from_cli
     }
 }
 
+/* Judges a new client message against MESSAGE_RATE. Returns false when
+ * the bridge was closed for it; a message to drop sets BF_DROPPING. */
+static bool over_message_rate(wsg_bridge *b, relay_out *o)
+{
+    const wsg_config *cfg = config_of(b);
+    if (wsg_bucket_take(&b->messages, cfg->message_rate, cfg->message_burst, bridge_now(b), NULL))
+        return true;
+    if (strcmp(cfg->message_rate_action, "drop") == 0) {
+        wsg_count(&b->proxy->counters, WSG_C_MESSAGES_DROPPED, 1);
+        b->flags |= BF_DROPPING;
+        return true;
+    }
+    send_to_backend(b, o);
+    wsg_count(&b->proxy->counters, WSG_C_PROTOCOL_ERRORS, 1);
+    bridge_close_client(b, WSG_WS_CLOSE_POLICY, "message rate exceeded");
+    return false;
+}
+
 void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
 {
     wsg_proxy *px = b->proxy;
     relay_out o = {.n = 0};
+    bool limited = config_of(b)->message_rate > 0;
     while (n > 0 && relaying(b) && !(b->flags & BF_CLIENT_SENT_CLOSE)) {
         wsg_ws_span span;
+        bool fresh = wsg_ws_stream_at_message_boundary(&b->rx);
+        if (limited && fresh)
+            b->rx.flags |= WSG_WS_S_STOP_AT_END; /* one message per span, to judge each */
         wsg_ws_stream_next(&b->rx, &px->from_client, &px->worker->rng, p, n, &span);
         switch (span.kind) {
         case WSG_WS_SPAN_DATA:
+            if (limited && fresh && !over_message_rate(b, &o))
+                return;
+            if (b->flags & BF_DROPPING) {
+                if (wsg_ws_stream_at_message_boundary(&b->rx))
+                    b->flags &= (uint16_t)~BF_DROPPING;
+                break;
+            }
             if (b->mig && b->mig->dropping) {
                 /* The rest of a message cut by a move: no backend may get
                  * half of it. The span ends where that message ends. */
@@ -919,6 +962,7 @@ void bridge_open(wsg_bridge *b)
     const char *sp = req ? strchr(req + 4, ' ') : NULL;
     b->state = B_OPEN;
     b->flags |= BF_ESTABLISHED;
+    bridge_not_pending(b);
     b->rx_at = now;
     b->msg_at = now;
     b->up->rx_at = now;
@@ -953,6 +997,9 @@ wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *p
     b->msg_at = now;
     b->close_code = WSG_WS_CLOSE_ABNORMAL;
     b->state = B_REQUEST;
+    b->flags = BF_PENDING;
+    atomic_fetch_add_explicit(&p->gw->pending, 1, memory_order_relaxed);
+    wsg_bucket_init(&b->messages, p->gw->cfg->message_burst, now);
     b->timer.fire = on_timer;
     wsg_peer_set(&b->peer, peer);
     wsg_list_insert_tail(&p->bridges, &b->link);

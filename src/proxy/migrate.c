@@ -45,7 +45,7 @@ static uint32_t random_below(wsg_bridge *b, uint32_t n)
 
 bool migrate_possible(const wsg_bridge *b)
 {
-    const uint8_t closing = BF_CLIENT_SENT_CLOSE | BF_CLIENT_GOT_CLOSE | BF_BACKEND_SENT_CLOSE |
+    const uint16_t closing = BF_CLIENT_SENT_CLOSE | BF_CLIENT_GOT_CLOSE | BF_BACKEND_SENT_CLOSE |
                             BF_BACKEND_GOT_CLOSE;
     return b->state == B_OPEN && !(b->flags & closing) && b->mig == NULL && b->up &&
            b->up->state == U_OPEN && !b->proxy->closing_all;
@@ -117,7 +117,7 @@ void migrate_begin(wsg_bridge *b, const char *why, bool graceful)
         b->rx.flags |= WSG_WS_S_STOP_AT_END;
         wsg_count(&px->counters, WSG_C_MIGRATION_DROPPED, 1);
     }
-    b->flags &= (uint8_t)~(BF_DRAIN_PENDING | BF_BACKEND_GOT_CLOSE);
+    b->flags &= (uint16_t)~(BF_DRAIN_PENDING | BF_BACKEND_GOT_CLOSE);
     wsg_log_info("session moving", "conn=%llu from=%s why=\"%s\"", (unsigned long long)b->id,
                  m->left->id, why);
     bridge_release_upstream(b);

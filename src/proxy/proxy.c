@@ -44,12 +44,16 @@ void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer,
         return;
     }
     long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
+    long pending = atomic_load_explicit(&gw->pending, memory_order_relaxed);
     wsg_bridge *b = NULL;
-    if (before >= gw->max_clients || (b = bridge_create(p, fd, peer)) == NULL) {
+    const char *why = before >= gw->max_clients ? "gateway is at its connection limit"
+                      : pending >= (long)gw->cfg->max_pending
+                          ? "too many connections are still upgrading"
+                          : NULL;
+    if (why || (b = bridge_create(p, fd, peer)) == NULL) {
         atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
         wsg_fd_budget_give(&gw->fds, 2);
-        refuse(p, fd, before >= gw->max_clients ? "gateway is at its connection limit"
-                                                 : "out of memory");
+        refuse(p, fd, why ? why : "out of memory");
         return;
     }
     if (tls && wsg_sock_tls_accept(&b->client, gw->tls) < 0)

@@ -36,6 +36,10 @@ typedef struct wsg_gateway {
     uint64_t started_ms;     /* wall clock, for uptime */
     struct wsg_proxy **proxies; /* every worker's share, for totals */
     unsigned proxy_count;
+    wsg_clients *addresses;      /* limits per client address */
+    wsg_cidr *registration_nets; /* who may register; NULL: anyone with the key */
+    size_t registration_net_count;
+    atomic_long pending;         /* connections still in their upgrade */
     wsg_tls_server *tls;         /* server certificates; NULL without TLS */
     struct ssl_ctx_st *tls_client; /* for wss:// backends */
 } wsg_gateway;

@@ -36,6 +36,8 @@ enum {
                                   HTTP answer is not lost to a reset */
     BF_ESTABLISHED = 32,       /* the session reached B_OPEN */
     BF_DRAIN_PENDING = 64,     /* move to another backend at the next message boundary */
+    BF_PENDING = 128,          /* counted in gateway.pending (still upgrading) */
+    BF_DROPPING = 256,         /* dropping a client message over MESSAGE_RATE */
 };
 
 typedef enum upstream_state {
@@ -94,6 +96,7 @@ typedef struct wsg_bridge {
     client_hs *hs;       /* while reading the request; NULL after */
     migration *mig;      /* while moving to another backend; NULL otherwise */
     wsg_session *session; /* sticky session, NULL without a sticky key */
+    wsg_client *counted;  /* this connection's address entry, NULL if not counted */
     wsg_buf *held;       /* client bytes not yet passed on */
     char *dial_request;  /* the upgrade request for the backend: no key, no offers */
     char *agreed;        /* "protocol\nextensions" the backend chose; NULL if neither */
@@ -107,16 +110,19 @@ typedef struct wsg_bridge {
     uint64_t end_at;     /* deadline of the closing handshake or flush */
     uint64_t bytes_in;   /* from the client */
     uint64_t bytes_out;  /* to the client */
+    wsg_bucket messages; /* MESSAGE_RATE */
     wsg_peer peer;
     uint16_t close_code; /* what the client got or sent; 1006 when nothing */
     uint8_t state;
-    uint8_t flags;
     uint8_t handles;     /* sockets not yet closed */
+    uint16_t flags;
 } wsg_bridge;
 
 /* bridge.c */
 wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *peer);
 void bridge_shutdown(wsg_bridge *b, bool now);
+/* The bridge has left its upgrade (opened or ended): uncount it. */
+void bridge_not_pending(wsg_bridge *b);
 const wsg_config *bridge_config(const wsg_bridge *b);
 void bridge_close_both(wsg_bridge *b, uint16_t client_code, const char *client_reason,
                        uint16_t backend_code, const char *backend_reason, const char *why);

@@ -47,9 +47,17 @@ void upgrade_answer(wsg_bridge *b, int status, const char *extra_headers, const 
 {
     char answer[1024];
     char client[64];
+    wsg_proxy *px = b->proxy;
+    uint64_t now = bridge_now(b);
     wsg_peer_format(&b->peer, client, sizeof(client));
-    wsg_log_info("handshake refused", "conn=%llu client=%s status=%d why=\"%s\"",
-                 (unsigned long long)b->id, client, status, message);
+    /* A flood of refusals (rate limits) is told once a second, not per
+     * connection. */
+    if (status != 429 || now - px->refused_logged_at >= 1000) {
+        if (status == 429)
+            px->refused_logged_at = now;
+        wsg_log_info("handshake refused", "conn=%llu client=%s status=%d why=\"%s\"",
+                     (unsigned long long)b->id, client, status, message);
+    }
     wsg_count(&b->proxy->counters,
               status >= 500 ? WSG_C_HANDSHAKES_FAILED : WSG_C_HANDSHAKES_REJECTED, 1);
     bridge_release_upstream(b);
@@ -334,13 +342,78 @@ void upgrade_dial_failed(wsg_bridge *b, wsg_backend *failed)
     upgrade_answer(b, 502, "", "backend unreachable");
 }
 
+/* True when the comma-separated list is empty or holds value (ASCII case
+ * ignored). */
+static bool allowed_by(const char *list, wsg_str value)
+{
+    return list[0] == '\0' || wsg_str_list_has_token(wsg_str_cstr(list), value);
+}
+
+/* Origin and Host checks: cross-site WebSocket hijacking is a browser
+ * opening a socket from another site's page with the user's cookies. */
+static int check_origin_and_host(const wsg_bridge *b, const wsg_http_head *h, const char **msg)
+{
+    const wsg_config *cfg = config_of(b);
+    wsg_str origin = wsg_http_header_get(h, WSG_STR("Origin"));
+    if (origin.p && !allowed_by(cfg->allowed_origins, origin)) {
+        *msg = "origin not allowed";
+        return 403;
+    }
+    if (!allowed_by(cfg->allowed_hosts, wsg_http_header_get(h, WSG_STR("Host")))) {
+        *msg = "host not allowed";
+        return 403;
+    }
+    return 0;
+}
+
+/* The address limits apply to: the peer, or behind a trusted proxy the
+ * client it names. */
+static void limited_address(const wsg_bridge *b, const wsg_http_head *h, wsg_cidr *out)
+{
+    char ip[64];
+    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
+    real_client_ip(b, wsg_http_header_get(h, WSG_STR("X-Forwarded-For")), trusted, ip,
+                   sizeof(ip));
+    if (wsg_cidr_parse(ip, strlen(ip), out) < 0) {
+        memset(out, 0, sizeof(*out));
+        out->family = b->peer.family;
+        memcpy(out->ip, b->peer.ip, sizeof(b->peer.ip));
+    }
+}
+
+/* Rate and per-address limits. Returns 0 when admitted. */
+static int admit(wsg_bridge *b, const wsg_http_head *h, const char **msg, const char **extra)
+{
+    static __thread char retry[48];
+    wsg_cidr who;
+    uint32_t wait_ms = 0;
+    limited_address(b, h, &who);
+    wsg_admit verdict = wsg_clients_admit_upgrade(b->proxy->gw->addresses, who.family, who.ip,
+                                                  bridge_now(b), &b->counted, &wait_ms);
+    if (verdict == WSG_ADMIT_OK)
+        return 0;
+    if (verdict == WSG_ADMIT_FULL) {
+        *msg = "too many connections from your address";
+        return 503;
+    }
+    wsg_count(&b->proxy->counters, WSG_C_RATE_LIMITED, 1);
+    snprintf(retry, sizeof(retry), "Retry-After: %u\r\n", (wait_ms + 999) / 1000);
+    *extra = retry;
+    *msg = "too many upgrades from your address; slow down";
+    return 429;
+}
+
 static void request_complete(wsg_bridge *b)
 {
     client_hs *hs = b->hs;
     wsg_gateway *gw = b->proxy->gw;
     const char *msg;
-    const char *extra;
+    const char *extra = "";
     int status = check_request(&hs->head, &msg, &extra);
+    if (status == 0)
+        status = check_origin_and_host(b, &hs->head, &msg);
+    if (status == 0)
+        status = admit(b, &hs->head, &msg, &extra);
     if (status) {
         upgrade_answer(b, status, extra, msg);
         return;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/hash.h"
 #include "core/log.h"
 
 /* Enough for every real service; more are chosen from a heap copy. */
@@ -827,7 +828,7 @@ wsg_backend *wsg_registry_pick(wsg_registry *r, wsg_service *svc, wsg_str key,
 
 static void note_target(wsg_migration *m, const char *to)
 {
-    uint32_t h = (uint32_t)wsg_balance_hash(to, strlen(to));
+    uint32_t h = (uint32_t)wsg_hash(to, strlen(to));
     uint32_t known = m->targets < WSG_MIGRATION_TARGETS ? m->targets : WSG_MIGRATION_TARGETS;
     for (uint32_t i = 0; i < known; i++) {
         if (m->target_hash[i] == h)

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "balance/balance.h"
+#include "core/hash.h"
 
 #define MAX_KEY 1024
 #define INITIAL_BUCKETS 1024
@@ -101,7 +101,7 @@ wsg_session *wsg_sessions_attach(wsg_sessions *t, wsg_str key, uint64_t now,
     *backend = NULL;
     if (key.len == 0 || key.len > MAX_KEY)
         return NULL;
-    uint32_t hash = (uint32_t)wsg_balance_hash(key.p, key.len);
+    uint32_t hash = (uint32_t)wsg_hash(key.p, key.len);
     pthread_mutex_lock(&t->lock);
     wsg_session *s = t->buckets[hash & (t->bucket_count - 1)];
     while (s && !(s->hash == hash && s->key_len == key.len && memcmp(s->key, key.p, key.len) == 0))
