@@ -101,16 +101,21 @@ static void on_upstream_closed(uv_handle_t *h)
         bridge_free(b);
 }
 
+void bridge_close_upstream(wsg_upstream *u)
+{
+    if (u->backend)
+        wsg_backend_release(u->backend);
+    u->backend = NULL;
+    wsg_sock_close(&u->sock, on_upstream_closed);
+}
+
 void bridge_release_upstream(wsg_bridge *b)
 {
     wsg_upstream *u = b->up;
     if (u == NULL)
         return;
     b->up = NULL;
-    if (u->backend)
-        wsg_backend_release(u->backend);
-    u->backend = NULL;
-    wsg_sock_close(&u->sock, on_upstream_closed);
+    bridge_close_upstream(u);
 }
 
 static void close_client_socket(wsg_bridge *b)
@@ -138,10 +143,15 @@ void bridge_sync_reading(wsg_bridge *b)
     if (!wsg_sock_is_closing(&b->client))
         wsg_sock_set_reading(&b->client, client_on);
     if (u && !wsg_sock_is_closing(&u->sock)) {
+        /* A new backend of a moving session is not read until the move is
+         * complete, so its frames cannot cut into a retiring backend's. */
         bool up_on = u->state == U_HANDSHAKE ||
-                     ((relaying || b->state == B_ANSWERING) && !b->stall_at);
+                     ((relaying || b->state == B_ANSWERING) && !b->stall_at && !b->mig);
         wsg_sock_set_reading(&u->sock, up_on);
     }
+    wsg_upstream *r = b->mig ? b->mig->retiring : NULL;
+    if (r && !wsg_sock_is_closing(&r->sock))
+        wsg_sock_set_reading(&r->sock, relaying && !b->stall_at);
 }
 
 /* Called after bytes were queued toward the client: above the high-water
@@ -285,6 +295,7 @@ void bridge_end(wsg_bridge *b, const char *why)
     }
     b->state = B_ENDING;
     bridge_not_pending(b);
+    migrate_abandon_retiring(b);
     b->end_at = now + config_of(b)->close_timeout;
     if (b->up && wsg_sock_pending(&b->up->sock) == 0)
         bridge_release_upstream(b);
@@ -575,14 +586,38 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
         migrate_check_drain(b);
 }
 
-void bridge_relay_from_backend(wsg_bridge *b, uint8_t *p, size_t n)
+/* A retiring backend's frames: its data messages still go to the client;
+ * its close ends its retirement; its pings have no one to answer. Returns
+ * false when the retirement ended. */
+static bool retiring_control(wsg_bridge *b, const wsg_ws_span *span)
+{
+    if (span->header.opcode != WSG_WS_OP_CLOSE)
+        return true;
+    migrate_retired(b);
+    return false;
+}
+
+static bool current(const wsg_bridge *b, const wsg_upstream *u)
+{
+    return u == b->up || (b->mig && u == b->mig->retiring);
+}
+
+void bridge_relay_from_backend(wsg_bridge *b, wsg_upstream *u, uint8_t *p, size_t n)
 {
     wsg_proxy *px = b->proxy;
-    wsg_upstream *u = b->up;
+    bool retiring = u->state == U_RETIRING;
     relay_out o = {.n = 0};
-    while (n > 0 && relaying(b) && b->up == u && !(b->flags & BF_BACKEND_SENT_CLOSE)) {
+    while (n > 0 && relaying(b) && current(b, u) && !(b->flags & BF_BACKEND_SENT_CLOSE)) {
         wsg_ws_span span;
         wsg_ws_stream_next(&u->rx, &px->from_backend, &px->worker->rng, p, n, &span);
+        if (retiring && span.kind == WSG_WS_SPAN_CONTROL) {
+            send_to_client(b, &o);
+            if (!retiring_control(b, &span))
+                return;
+            p += span.len;
+            n -= span.len;
+            continue;
+        }
         switch (span.kind) {
         case WSG_WS_SPAN_DATA:
             out_add(&o, p, span.len, b, false);
@@ -603,6 +638,10 @@ void bridge_relay_from_backend(wsg_bridge *b, uint8_t *p, size_t n)
             break;
         case WSG_WS_SPAN_ERROR:
             send_to_client(b, &o);
+            if (retiring) {
+                migrate_retired(b);
+                return;
+            }
             protocol_error(b, &span, false);
             return;
         }
@@ -675,18 +714,21 @@ static void upstream_read(wsg_bridge *b, wsg_upstream *u)
     if (n == 0)
         return;
     if (n < 0) {
-        bridge_upstream_failed(b, n == UV_EOF ? "backend closed the connection"
-                                              : uv_strerror((int)n));
+        if (u->state == U_RETIRING)
+            migrate_retired(b);
+        else
+            bridge_upstream_failed(b, n == UV_EOF ? "backend closed the connection"
+                                                  : uv_strerror((int)n));
         return;
     }
     u->rx_at = bridge_now(b);
     u->ping_at = 0;
     wsg_count(&px->counters, WSG_C_BYTES_FROM_BACKENDS, (uint64_t)n);
-    wsg_backend_count(&backend_stats(b)->bytes_in, (uint64_t)n);
+    wsg_backend_count(&u->backend->stats[px->worker->index].bytes_in, (uint64_t)n);
     size_t len = (size_t)n;
     uint8_t *p = join_held(&u->held, buf, &len);
     uint64_t t0 = sample_start(px);
-    bridge_relay_from_backend(b, p, len);
+    bridge_relay_from_backend(b, u, p, len);
     sample_end(px, t0);
 }
 
@@ -766,10 +808,26 @@ static void on_client_event(wsg_sock *s, int status, int events)
     }
 }
 
+/* A retiring backend: flush what was queued for it (our close frame),
+ * read its last answers. */
+static void retiring_event(wsg_bridge *b, wsg_upstream *u, int status, int events)
+{
+    if (status < 0 || ((events & UV_WRITABLE) && wsg_sock_flush(&u->sock) < 0)) {
+        migrate_retired(b);
+        return;
+    }
+    if ((events & UV_READABLE) && !wsg_sock_is_closing(&u->sock))
+        upstream_read(b, u);
+}
+
 void bridge_on_upstream_event(wsg_sock *s, int status, int events)
 {
     wsg_upstream *u = wsg_container_of(s, wsg_upstream, sock);
     wsg_bridge *b = u->bridge;
+    if (b->mig && b->mig->retiring == u) {
+        retiring_event(b, u, status, events);
+        return;
+    }
     if (b->up != u)
         return; /* a released upstream: its close is on the way */
     if (u->state != U_OPEN) {
@@ -880,7 +938,8 @@ static void check_liveness(wsg_bridge *b, uint64_t now)
                    "client went away", "client did not answer a ping");
         return;
     }
-    if (u && u->state == U_OPEN && u->ping_at && now >= u->ping_at + cfg->pong_timeout) {
+    if (u && u->state == U_OPEN && !b->mig && u->ping_at &&
+        now >= u->ping_at + cfg->pong_timeout) {
         wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
         bridge_upstream_failed(b, "backend did not answer a ping");
         return;
@@ -906,7 +965,7 @@ static void check_liveness(wsg_bridge *b, uint64_t now)
         ping_client(b, now);
     if (b->state == B_ENDING)
         return;
-    if (b->up && b->up->state == U_OPEN && !b->up->ping_at &&
+    if (b->up && b->up->state == U_OPEN && !b->mig && !b->up->ping_at &&
         now >= b->up->rx_at + cfg->ping_interval)
         ping_backend(b, now);
     if (b->state == B_ENDING)

@@ -262,7 +262,10 @@ static void switched(wsg_bridge *b)
         }
         dial_free(u);
         u->state = U_OPEN;
-        migrate_switched(b);
+        size_t early = raw && wsg_buf_len(raw) > head_len ? wsg_buf_len(raw) - head_len : 0;
+        migrate_switched(b, early ? wsg_buf_begin(raw) + head_len : NULL, early);
+        wsg_buf_free(&raw);
+        return;
     } else {
         u->state = U_OPEN;
         int rc = upgrade_accept(b, ans, protocol, extensions);
@@ -273,7 +276,8 @@ static void switched(wsg_bridge *b)
         }
     }
     if (raw && wsg_buf_len(raw) > head_len && b->up == u && relaying_ok(b))
-        bridge_relay_from_backend(b, wsg_buf_begin(raw) + head_len, wsg_buf_len(raw) - head_len);
+        bridge_relay_from_backend(b, u, wsg_buf_begin(raw) + head_len,
+                                  wsg_buf_len(raw) - head_len);
     wsg_buf_free(&raw);
 }
 

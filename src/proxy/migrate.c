@@ -5,10 +5,13 @@
  * unanswered pings), when its backend is declared down or unregistered, and
  * when its backend drains (then between two messages, losslessly). The move:
  *
- *   1. The old upstream is dropped. If the backend was in the middle of a
+ *   1. A failed upstream is dropped. If the backend was in the middle of a
  *      message toward the client, that message can never be completed: the
  *      client gets 1011 instead. If the client was in the middle of a message,
  *      the rest of it is dropped (counted): no backend gets half a message.
+ *      A drained backend instead gets a close frame and retires: its answers
+ *      to messages it already had still reach the client, until its own
+ *      close frame (or CLOSE_TIMEOUT), so a drain loses nothing.
  *   2. Client frames arriving meanwhile are held, in order, up to
  *      MIGRATION_BUFFER; past that the client is simply not read.
  *   3. After a random delay (jitter, so that a big backend's death is no
@@ -17,7 +20,8 @@
  *      the same request, X-Wsgate-Migrated-From, and exactly the subprotocol
  *      and permessage-deflate parameters the session runs with. A backend
  *      that will not agree to them ends the session with 1011.
- *   4. On its 101 the held frames go out first, then frames flow again.
+ *   4. On its 101, once the retiring backend is done, the held frames go
+ *      out first, then frames flow again.
  *      No backend found within MIGRATION_TIMEOUT: the client gets 1013.
  *
  * Messages already handed to a failed backend may have died with it (at
@@ -51,15 +55,26 @@ bool migrate_possible(const wsg_bridge *b)
            b->up->state == U_OPEN && !b->proxy->closing_all;
 }
 
+void migrate_abandon_retiring(wsg_bridge *b)
+{
+    migration *m = b->mig;
+    if (m == NULL || m->retiring == NULL)
+        return;
+    bridge_close_upstream(m->retiring);
+    m->retiring = NULL;
+}
+
 void migrate_free(wsg_bridge *b)
 {
     migration *m = b->mig;
     if (m == NULL)
         return;
+    migrate_abandon_retiring(b);
     if (m->dialing)
         b->proxy->dials_in_flight--;
     b->proxy->moving--;
     wsg_buf_free(&m->hold);
+    wsg_buf_free(&m->early);
     if (m->left)
         wsg_backend_unref(m->left);
     free(m);
@@ -97,7 +112,8 @@ void migrate_begin(wsg_bridge *b, const char *why, bool graceful)
         bridge_release_upstream(b);
         return;
     }
-    if (graceful)
+    bool retire = graceful && bridge_can_frame_backend(b);
+    if (retire)
         bridge_close_frame_to_backend(b, WSG_WS_CLOSE_GOING_AWAY, "session moved");
     else
         wsg_count(&px->counters, WSG_C_MIGRATION_LOST_BYTES, wsg_sock_pending(&u->sock));
@@ -120,7 +136,16 @@ void migrate_begin(wsg_bridge *b, const char *why, bool graceful)
     b->flags &= (uint16_t)~(BF_DRAIN_PENDING | BF_BACKEND_GOT_CLOSE);
     wsg_log_info("session moving", "conn=%llu from=%s why=\"%s\"", (unsigned long long)b->id,
                  m->left->id, why);
-    bridge_release_upstream(b);
+    if (retire) {
+        /* The old backend keeps its socket (and its session count) until it
+         * has answered what it was asked and closed. */
+        u->state = U_RETIRING;
+        m->retiring = u;
+        m->retire_deadline = now + bridge_config(b)->close_timeout;
+        b->up = NULL;
+    } else {
+        bridge_release_upstream(b);
+    }
     bridge_sync_reading(b);
     bridge_arm(b, m->not_before);
 }
@@ -158,20 +183,29 @@ static void try_dial(wsg_bridge *b, uint64_t now)
 void migrate_on_timer(wsg_bridge *b, uint64_t now)
 {
     migration *m = b->mig;
+    if (m->retiring && now >= m->retire_deadline) {
+        /* It did not close in time: what it still owes is lost. */
+        migrate_retired(b);
+        if (b->mig == NULL || b->state == B_ENDING)
+            return;
+    }
     if (now >= m->deadline) {
         give_up(b, WSG_WS_CLOSE_TRY_LATER, "no backend available");
         return;
     }
-    if (!m->dialing && now >= m->not_before)
+    if (!m->dialing && !m->ready && now >= m->not_before)
         try_dial(b, now);
 }
 
 uint64_t migrate_next_due(const wsg_bridge *b)
 {
     const migration *m = b->mig;
-    if (m->dialing)
-        return m->deadline;
-    return m->not_before < m->deadline ? m->not_before : m->deadline;
+    uint64_t due = m->deadline;
+    if (!m->dialing && !m->ready && m->not_before < due)
+        due = m->not_before;
+    if (m->retiring && m->retire_deadline < due)
+        due = m->retire_deadline;
+    return due;
 }
 
 void migrate_dial_failed(wsg_bridge *b, const char *why)
@@ -189,12 +223,14 @@ void migrate_dial_failed(wsg_bridge *b, const char *why)
         m->dialing = false;
         b->proxy->dials_in_flight--;
     }
+    m->ready = false;
     m->not_before = now + 10 + random_below(b, 40);
     bridge_arm(b, m->not_before);
 }
 
-/* The new backend agreed: what was held goes out first, then frames flow. */
-void migrate_switched(wsg_bridge *b)
+/* The move is done: the next backend gets what was held, then frames
+ * flow both ways again. */
+static void complete(wsg_bridge *b)
 {
     wsg_proxy *px = b->proxy;
     migration *m = b->mig;
@@ -219,9 +255,51 @@ void migrate_switched(wsg_bridge *b)
                  (unsigned long long)b->id, client, m->left->id, u->backend->id, held,
                  (unsigned long long)(now - m->started));
     u->rx_at = now;
+    wsg_buf *early = m->early;
+    m->early = NULL;
     migrate_free(b);
     bridge_sync_reading(b);
     bridge_arm(b, now + bridge_config(b)->ping_interval);
+    if (early && b->up == u)
+        bridge_relay_from_backend(b, u, wsg_buf_begin(early), wsg_buf_len(early));
+    wsg_buf_free(&early);
+}
+
+void migrate_switched(wsg_bridge *b, const uint8_t *early, size_t n)
+{
+    migration *m = b->mig;
+    if (m->dialing) {
+        m->dialing = false;
+        b->proxy->dials_in_flight--;
+    }
+    if (n && wsg_buf_append(&m->early, early, n) < 0) {
+        migrate_dial_failed(b, "out of memory");
+        return;
+    }
+    m->ready = true;
+    if (m->retiring == NULL)
+        complete(b);
+}
+
+void migrate_retired(wsg_bridge *b)
+{
+    migration *m = b->mig;
+    wsg_upstream *r = m ? m->retiring : NULL;
+    if (r == NULL)
+        return;
+    if (!wsg_ws_stream_at_message_boundary(&r->rx)) {
+        /* It stopped in the middle of a message to the client. */
+        m->retiring = NULL;
+        bridge_close_upstream(r);
+        give_up(b, WSG_WS_CLOSE_INTERNAL, "backend failed mid-message");
+        return;
+    }
+    m->retiring = NULL;
+    bridge_close_upstream(r);
+    if (m->ready)
+        complete(b);
+    else
+        bridge_arm(b, migrate_next_due(b));
 }
 
 int migrate_hold(wsg_bridge *b, const uv_buf_t *bufs, unsigned n)

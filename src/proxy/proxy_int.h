@@ -45,6 +45,7 @@ typedef enum upstream_state {
     U_HANDSHAKE,  /* request sent, reading the answer head */
     U_OPEN,       /* relaying frames */
     U_RELAYING,   /* relaying a non-101 answer's body */
+    U_RETIRING,   /* a drained backend's last answers, until its close frame */
 } upstream_state;
 
 typedef struct upstream_hs upstream_hs;
@@ -65,12 +66,16 @@ typedef struct client_hs {
 /* A session between two backends (migrate.c). Allocated only then. */
 typedef struct migration {
     wsg_backend *left;   /* the backend the session left (a reference) */
+    struct wsg_upstream *retiring; /* a drained backend finishing its answers */
     wsg_buf *hold;       /* client frames for the next backend, in order */
+    wsg_buf *early;      /* frames the next backend sent with its 101 */
+    uint64_t retire_deadline;
     uint64_t started;
     uint64_t deadline;   /* no backend by then: close 1013 */
     uint64_t not_before; /* next dial attempt, spread by jitter */
     uint32_t dials;
     bool dialing;        /* a dial is under way (counted in the worker) */
+    bool ready;          /* the next backend said 101; waiting for `retiring` */
     bool dropping;       /* dropping the rest of a client message cut by the move */
 } migration;
 
@@ -136,7 +141,8 @@ void bridge_open(wsg_bridge *b);
 void bridge_close_client(wsg_bridge *b, uint16_t code, const char *reason);
 void bridge_upstream_failed(wsg_bridge *b, const char *why);
 void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n);
-void bridge_relay_from_backend(wsg_bridge *b, uint8_t *p, size_t n);
+void bridge_relay_from_backend(wsg_bridge *b, wsg_upstream *u, uint8_t *p, size_t n);
+void bridge_close_upstream(wsg_upstream *u);
 void bridge_release_upstream(wsg_bridge *b);
 int bridge_write_client(wsg_bridge *b, const void *data, size_t len);
 void bridge_on_upstream_event(wsg_sock *s, int status, int events);
@@ -146,7 +152,9 @@ bool migrate_possible(const wsg_bridge *b);
 void migrate_begin(wsg_bridge *b, const char *why, bool graceful);
 void migrate_on_timer(wsg_bridge *b, uint64_t now);
 uint64_t migrate_next_due(const wsg_bridge *b);
-void migrate_switched(wsg_bridge *b);
+void migrate_switched(wsg_bridge *b, const uint8_t *early, size_t n);
+void migrate_retired(wsg_bridge *b);
+void migrate_abandon_retiring(wsg_bridge *b);
 void migrate_dial_failed(wsg_bridge *b, const char *why);
 int migrate_hold(wsg_bridge *b, const uv_buf_t *bufs, unsigned n);
 bool migrate_hold_full(const wsg_bridge *b);
