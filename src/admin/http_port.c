@@ -63,6 +63,7 @@ struct wsg_http_conn {
     bool head_only;
     bool closing;       /* answer queued; close once it is sent */
     bool admin_port;    /* accepted on the ADMIN_BIND listener */
+    bool body_too_big;  /* the body passed MAX_BODY (chunked bodies have no length) */
     wsg_http_reader reader;
     wsg_http_head head;
 };
@@ -194,8 +195,10 @@ static void route_request(http_conn *c, wsg_reply *reply)
 static void collect_body(void *ctx, const char *at, size_t len)
 {
     http_conn *c = ctx;
-    if (wsg_buf_len(c->body) + len <= MAX_BODY && wsg_buf_append(&c->body, at, len) < 0)
-        c->closing = true;
+    if (wsg_buf_len(c->body) + len > MAX_BODY)
+        c->body_too_big = true;
+    else if (wsg_buf_append(&c->body, at, len) < 0)
+        c->body_too_big = true; /* out of memory: refuse it the same way */
 }
 
 /* Reads the body of the request whose head is parsed. Returns the bytes it
@@ -212,8 +215,9 @@ static long read_body(http_conn *c, const char *data, size_t len)
         send_reply(c, &reply, false, false);
         return -1;
     }
+    c->body_too_big = false;
     long n = wsg_http_reader_body(&c->reader, data + head, len - head, collect_body, c);
-    if (n < 0 || wsg_buf_len(c->body) > MAX_BODY) {
+    if (n < 0 || c->body_too_big) {
         wsg_reply_error(&reply, n < 0 ? 400 : 413,
                         n < 0 ? "malformed request body" : "request body too large (64 KiB at most)");
         send_reply(c, &reply, false, false);
