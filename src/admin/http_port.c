@@ -11,6 +11,8 @@
 
 /* Bodies on the HTTP port are small JSON documents. */
 #define MAX_BODY (64 * 1024)
+/* How long a closing connection drains the client's input. */
+#define LINGER_MS 1000
 
 typedef void (*handler_fn)(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
@@ -64,6 +66,7 @@ struct wsg_http_conn {
     bool closing;       /* answer queued; close once it is sent */
     bool admin_port;    /* accepted on the ADMIN_BIND listener */
     bool body_too_big;  /* the body passed MAX_BODY (chunked bodies have no length) */
+    bool lingering;     /* answered for the last time; draining the client's input */
     wsg_http_reader reader;
     wsg_http_head head;
 };
@@ -123,6 +126,19 @@ static void start_request(http_conn *c)
     wsg_timer_schedule(c->admin->worker, &c->timer, c->deadline);
 }
 
+/* After a last answer: half-close, then read and drop what the client
+ * still sends for up to a second, so that a client still writing (a body we
+ * refused) reads our answer instead of a reset. */
+static void linger(http_conn *c)
+{
+    if (c->sock.ssl == NULL)
+        shutdown(c->sock.fd, SHUT_WR);
+    c->lingering = true;
+    c->deadline = uv_now(&c->admin->worker->loop) + LINGER_MS;
+    wsg_timer_schedule(c->admin->worker, &c->timer, c->deadline);
+    wsg_sock_set_reading(&c->sock, true);
+}
+
 static void send_reply(http_conn *c, wsg_reply *r, bool keep_alive, bool head_only)
 {
     char head[768];
@@ -154,11 +170,9 @@ static void send_reply(http_conn *c, wsg_reply *r, bool keep_alive, bool head_on
     }
     if (!keep_alive) {
         c->closing = true;
-        wsg_sock_set_reading(&c->sock, false);
-        if (wsg_sock_pending(&c->sock) == 0) {
-            shutdown(c->sock.fd, SHUT_WR);
-            conn_close(c);
-        }
+        wsg_buf_free(&c->in);
+        if (wsg_sock_pending(&c->sock) == 0)
+            linger(c);
     }
 }
 
@@ -326,17 +340,22 @@ static void on_event(wsg_sock *s, int status, int events)
     }
     if (events & UV_WRITABLE) {
         int rc = wsg_sock_flush(s);
-        if (rc < 0 || (rc == 1 && c->closing)) {
-            if (rc == 1)
-                shutdown(s->fd, SHUT_WR);
+        if (rc < 0) {
             conn_close(c);
             return;
         }
+        if (rc == 1 && c->closing && !c->lingering)
+            linger(c);
     }
-    if (!(events & UV_READABLE) || c->closing || c->deferred || wsg_sock_is_closing(s))
+    if (!(events & UV_READABLE) || c->deferred || wsg_sock_is_closing(s))
         return;
     uint8_t *buf = c->admin->worker->scratch;
     long n = wsg_sock_read(s, buf, WSG_SCRATCH_SIZE);
+    if (c->closing) {
+        if (n < 0)
+            conn_close(c); /* the client has read our answer and closed */
+        return;
+    }
     if (n == 0)
         return;
     if (n < 0 || wsg_buf_append(&c->in, buf, (size_t)n) < 0) {
