@@ -37,19 +37,20 @@ test: deps-test build
 	$(MAKE) --no-print-directory test-asan
 
 test-unit:
-	meson test -C $(BUILD) --suite unit --print-errorlogs
+	meson test -C $(BUILD) --suite unit --suite bench --print-errorlogs
 
 test-integration:
-	WSGATE_BIN=$(CURDIR)/$(BUILD)/wsgate $(PYTEST) tests/integration
+	WSGATE_BIN=$(CURDIR)/$(BUILD)/wsgate $(PYTEST) -n 2 tests/integration
+	WSGATE_BUILD=$(CURDIR)/$(BUILD) $(PYTEST) tests/bench
 
 asan: deps-test $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
 test-asan: asan
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
+		meson test -C $(ASAN_BUILD) --suite unit --suite bench --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		WSGATE_BIN=$(CURDIR)/$(ASAN_BUILD)/wsgate WSGATE_SANITIZED=1 $(PYTEST) tests/integration
+		WSGATE_BIN=$(CURDIR)/$(ASAN_BUILD)/wsgate WSGATE_SANITIZED=1 $(PYTEST) -n 2 tests/integration
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'bench/*.c')

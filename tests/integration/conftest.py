@@ -49,8 +49,8 @@ def make_backend(tmp_path):
 def make_gateway(tmp_path):
     started = []
 
-    def make(backends=(), args=(), env=None, key=None, start=True):
-        g = Gateway(tmp_path, backends, args, env, key, name=f"gw{len(started) + 1}")
+    def make(backends=(), args=(), env=None, key=None, start=True, **kw):
+        g = Gateway(tmp_path, backends, args, env, key, name=f"gw{len(started) + 1}", **kw)
         started.append(g)
         return g.start() if start else g
 

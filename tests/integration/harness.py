@@ -168,10 +168,16 @@ class Gateway:
     """One wsgate process. `backends` are Backend objects or HOST:PORT
     strings; `args` extra flags; `env` extra environment."""
 
-    def __init__(self, tmp, backends=(), args=(), env=None, key=None, name="gw"):
+    def __init__(self, tmp, backends=(), args=(), env=None, key=None, name="gw",
+                 standard_flags=True, ws_port=None, http_port=None):
         self.tmp = tmp
         self.name = name
-        self.key = key or random_key()
+        # key=None: a random one; key=False: no key given (wsgate generates one).
+        self.key = random_key() if key is None else key
+        # standard_flags=False: the command is the binary and `args` only;
+        # the caller says where the ports will be (for the readiness wait).
+        self.standard_flags = standard_flags
+        self.ws_port, self.http_port = ws_port, http_port
         self.backends = [b.addr if isinstance(b, Backend) else b for b in backends]
         self.args = [str(a) for a in args]
         self.env = clean_env(env)
@@ -181,15 +187,20 @@ class Gateway:
         self.stopped_by_test = False
 
     def command(self):
+        if not self.standard_flags:
+            return [WSGATE_BIN] + self.args
         cmd = [WSGATE_BIN, "--bind", "127.0.0.1", "--ws-port", str(self.ws_port),
-               "--websrv-port", str(self.http_port), "--gateway-auth-key", self.key]
+               "--websrv-port", str(self.http_port)]
+        if self.key is not False:
+            cmd += ["--gateway-auth-key", self.key]
         for b in self.backends:
             cmd += ["--backend", b]
         return cmd + self.args
 
     def start(self, timeout=10.0):
         for attempt in range(3):
-            self.ws_port, self.http_port = free_port(), free_port()
+            if self.standard_flags:
+                self.ws_port, self.http_port = free_port(), free_port()
             with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
                 self.proc = subprocess.Popen(self.command(), stdout=out, stderr=err, cwd=self.tmp,
                                              env=self.env, preexec_fn=_die_with_parent)
@@ -197,7 +208,7 @@ class Gateway:
                 self.wait_healthy(timeout)
                 return self
             except RuntimeError:
-                if attempt < 2 and "in use" in self.stderr().lower():
+                if self.standard_flags and attempt < 2 and "in use" in self.stderr().lower():
                     continue  # lost a race for a free port; pick others
                 raise
         raise AssertionError("unreachable")

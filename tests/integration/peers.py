@@ -19,6 +19,10 @@ Modes:
   silent     accepts TCP and never answers (raw socket server)
   garbage    answers the upgrade with junk bytes (raw socket server)
   badaccept  answers 101 with a wrong Sec-WebSocket-Accept (raw socket)
+  hangup     reads the upgrade request and closes the connection (raw socket)
+
+Echo commands (text messages): "whoami"; "emit N" (N bytes, binary);
+"emitfrag A B C" (one text message sent as the fragments A, B and C).
 """
 
 import argparse
@@ -78,6 +82,7 @@ async def serve_ws(args, handler, process_request=None):
         "127.0.0.1",
         0,
         max_size=None,
+        compression=None if args.no_deflate else "deflate",
         max_queue=None if args.mode == "echo" else 32,
         ping_interval=None,
         subprotocols=SUBPROTOCOLS,
@@ -101,6 +106,8 @@ def ws_handlers(args, ev):
                     await ws.send(json.dumps(describe(ws, name)))
                 elif isinstance(msg, str) and msg.startswith("emit "):
                     await ws.send(b"e" * int(msg.split()[1]))
+                elif isinstance(msg, str) and msg.startswith("emitfrag "):
+                    await ws.send(msg.split()[1:])
                 else:
                     await ws.send(msg)
         except websockets.ConnectionClosed:
@@ -162,6 +169,9 @@ async def serve_raw(args, ev):
         except Exception:
             writer.close()
             return
+        if args.mode == "hangup":
+            writer.close()
+            return
         if args.mode == "garbage":
             writer.write(b"\x00\x01\x02\xff this is not HTTP at all \xfe\r\n\r\n")
         else:
@@ -184,7 +194,9 @@ async def serve_raw(args, ev):
 
 async def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["echo", "reject", "stream", "close", "silent", "garbage", "badaccept"])
+    p.add_argument("mode", choices=["echo", "reject", "stream", "close", "silent", "garbage", "badaccept",
+                                      "hangup"])
+    p.add_argument("--no-deflate", action="store_true", help="decline permessage-deflate")
     p.add_argument("--events", default=None)
     p.add_argument("--name", default="backend")
     p.add_argument("--code", type=int, default=4002)
@@ -194,7 +206,7 @@ async def main():
     p.add_argument("--progress", default=os.devnull)
     args = p.parse_args()
     ev = Events(args.events, args.name)
-    if args.mode in ("silent", "garbage", "badaccept"):
+    if args.mode in ("silent", "garbage", "badaccept", "hangup"):
         await serve_raw(args, ev)
     elif args.mode == "reject":
         await serve_ws(args, ws_handlers(args, ev)["echo"], reject_request)

@@ -207,7 +207,8 @@ class RawClient:
             ans.body = self.read_until_eof(max(0.1, deadline - time.monotonic()))
         return ans
 
-    def handshake(self, path="/", host=None, headers=(), key=None, expect=101, timeout=5.0):
+    def handshake(self, path="/", host=None, headers=(), key=None, expect=101, timeout=5.0,
+                  connection="Upgrade"):
         """Sends an upgrade request; asserts the status and, for 101, the
         Sec-WebSocket-Accept. Returns the HttpAnswer."""
         key = key or base64.b64encode(os.urandom(16)).decode()
@@ -215,7 +216,7 @@ class RawClient:
             f"GET {path} HTTP/1.1",
             f"Host: {host or f'127.0.0.1:{self.port}'}",
             "Upgrade: websocket",
-            "Connection: Upgrade",
+            f"Connection: {connection}",
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
         ]
