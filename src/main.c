@@ -2,6 +2,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "registry/health.h"
 #include "registry/registry.h"
 #include "registry/sessions.h"
+#include "ws/ws.h"
 
 /* Timer wheel resolution: fine enough for sub-second test timeouts, coarse
  * enough to cost nothing. */
@@ -71,6 +73,7 @@ typedef struct app {
     uv_timer_t housekeeping; /* heartbeat expiry, session expiry */
     uv_timer_t sampler;      /* the dashboard's history */
     enum stage stage;
+    uint64_t trimmed_at_opened; /* connections opened at the last malloc_trim */
     uint64_t drain_deadline;
     uint64_t close_deadline;
 } app;
@@ -143,6 +146,7 @@ static void worker_command(wsg_worker *w, unsigned cmd)
 static void worker_stopped(wsg_worker *w)
 {
     slot *s = w->app;
+    wsg_proxy_deinit(&s->proxy);
     atomic_store(&s->finished, true);
 }
 
@@ -257,9 +261,26 @@ static void registry_changed(void *ctx)
 /* Every HEARTBEAT_INTERVAL: backends whose heartbeats stopped go, sticky
  * sessions idle past SESSION_TIMEOUT are forgotten, and in drain-mode
  * finish the workers look for sessions whose drain budget is over. */
+/* Handshakes borrow several kilobytes each and give them back; after a
+ * burst, glibc keeps the freed pages in its arenas. Once the burst is over,
+ * hand them back to the kernel, so that the memory of thousands of idle
+ * connections is what they use, not what their handshakes once did. */
+static void trim_after_handshakes(app *a)
+{
+    uint64_t opened = 0;
+    for (unsigned i = 0; i < a->threads; i++)
+        opened += wsg_counter_read(&a->slots[i].proxy.counters, WSG_C_CONNECTIONS_OPENED);
+    if (opened == a->trimmed_at_opened ||
+        atomic_load_explicit(&a->gw.pending, memory_order_relaxed) > 0)
+        return;
+    a->trimmed_at_opened = opened;
+    malloc_trim(0);
+}
+
 static void on_housekeeping(uv_timer_t *t)
 {
     app *a = t->data;
+    trim_after_handshakes(a);
     wsg_registry_expire(&a->registry);
     wsg_sessions_expire(&a->sessions, wsg_registry_mono_ms(), a->cfg.session_timeout);
     wsg_clients_sweep(&a->addresses, uv_now(a->loop));
@@ -475,6 +496,10 @@ static int setup(app *a)
     atomic_init(&a->gw.clients, 0);
     atomic_init(&a->gw.draining, false);
     RAND_bytes(a->gw.ping_token, sizeof(a->gw.ping_token));
+    /* SHA-1 is fetched from OpenSSL's providers once, on first use: do it
+     * now, so the first handshake is not the one that pays. */
+    char accept[WSG_WS_ACCEPT_LEN + 1];
+    wsg_ws_accept(WSG_STR("dGhlIHNhbXBsZSBub25jZQ=="), accept);
     a->slots = calloc(a->threads, sizeof(*a->slots));
     a->gw.proxies = calloc(a->threads, sizeof(*a->gw.proxies));
     if (a->slots == NULL || a->gw.proxies == NULL)

@@ -131,7 +131,7 @@ static void start_request(http_conn *c)
  * refused) reads our answer instead of a reset. */
 static void linger(http_conn *c)
 {
-    if (c->sock.ssl == NULL)
+    if (wsg_sock_ssl(&c->sock) == NULL)
         shutdown(c->sock.fd, SHUT_WR);
     c->lingering = true;
     c->deadline = uv_now(&c->admin->worker->loop) + LINGER_MS;

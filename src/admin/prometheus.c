@@ -84,6 +84,7 @@ static int seed_names(wsg_buf **out, const totals *t, unsigned active)
         {"handshake_failed", WSG_C_HANDSHAKES_FAILED},
         {"refused", WSG_C_CONNECTIONS_REFUSED},
         {"migration_failed", WSG_C_MIGRATIONS_FAILED},
+        {"rate_limited", WSG_C_RATE_LIMITED},
     };
     rc |= wsg_prom_family(out, "websocket_errors_total", "counter",
                           "Connections ended or refused because something went wrong, by type");
@@ -128,6 +129,10 @@ static int gateway_names(wsg_buf **out, const wsg_admin *a, const totals *t, uns
          WSG_C_MIGRATION_LOST_BYTES},
         {"wsgate_http_requests_total", "Requests served on the HTTP port",
          WSG_C_HTTP_REQUESTS},
+        {"wsgate_rate_limited_total", "Upgrades and HTTP requests answered 429",
+         WSG_C_RATE_LIMITED},
+        {"wsgate_messages_dropped_total", "Client messages over MESSAGE_RATE, dropped",
+         WSG_C_MESSAGES_DROPPED},
     };
     int rc = single(out, "wsgate_connections_active", "gauge", "WebSocket connections open now",
                     active);

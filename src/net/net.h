@@ -51,10 +51,9 @@ typedef struct wsg_sock wsg_sock;
 typedef void (*wsg_sock_cb)(wsg_sock *s, int status, int events);
 
 struct wsg_sock {
-    uv_poll_t poll;   /* poll.poll_cb is the owner's wsg_sock_cb (TLS: ours) */
+    uv_poll_t poll;   /* poll.poll_cb is the owner's wsg_sock_cb (TLS: tls.c's);
+                         poll.data is the SSL of a TLS socket, NULL for TCP */
     wsg_buf *out;     /* accepted but unsent bytes; NULL when all are sent */
-    struct ssl_st *ssl;   /* NULL for plain TCP */
-    wsg_sock_cb owner_cb; /* TLS: the owner's callback */
     int fd;
     uint8_t want;     /* events currently asked of the loop */
     bool reading;     /* the owner wants UV_READABLE */
@@ -97,6 +96,13 @@ void wsg_sock_close(wsg_sock *s, uv_close_cb close_cb);
 static inline bool wsg_sock_is_closing(const wsg_sock *s)
 {
     return uv_is_closing((const uv_handle_t *)&s->poll) != 0;
+}
+
+/* The socket's TLS state, NULL for plain TCP. (It lives in the poll
+ * handle's user pointer: the owner finds the socket by container_of.) */
+static inline struct ssl_st *wsg_sock_ssl(const wsg_sock *s)
+{
+    return (struct ssl_st *)s->poll.data;
 }
 
 /* Re-computes the events asked of the loop (internal to net/). */

@@ -25,7 +25,7 @@ void wsg_sock_update_events(wsg_sock *s)
 {
     uint8_t want = (uint8_t)((s->reading ? UV_READABLE : 0) |
                              (s->out || s->connecting ? UV_WRITABLE : 0));
-    if (s->ssl) {
+    if (wsg_sock_ssl(s)) {
         want |= s->tls_want;
         want |= s->tls_write_needs_read ? UV_READABLE : 0;
         want |= s->tls_read_needs_write ? UV_WRITABLE : 0;
@@ -46,8 +46,7 @@ int wsg_sock_open(uv_loop_t *loop, wsg_sock *s, int fd, wsg_sock_cb cb)
         return rc;
     s->poll.poll_cb = (uv_poll_cb)cb;
     s->out = NULL;
-    s->ssl = NULL;
-    s->owner_cb = cb;
+    s->poll.data = NULL;
     s->fd = fd;
     s->want = 0;
     s->reading = false;
@@ -67,7 +66,7 @@ void wsg_sock_set_reading(wsg_sock *s, bool on)
 
 long wsg_sock_read(wsg_sock *s, void *buf, size_t len)
 {
-    if (s->ssl)
+    if (wsg_sock_ssl(s))
         return wsg_sock_tls_read(s, buf, len);
     for (;;) {
         ssize_t n = recv(s->fd, buf, len, 0);
@@ -102,7 +101,7 @@ static int queue_rest(wsg_sock *s, const uv_buf_t *bufs, unsigned n, size_t sent
 int wsg_sock_write(wsg_sock *s, const uv_buf_t *bufs, unsigned n)
 {
     size_t sent = 0;
-    if (s->ssl)
+    if (wsg_sock_ssl(s))
         return wsg_sock_tls_write(s, bufs, n);
     if (s->out == NULL) {
         struct msghdr msg = {.msg_iov = (struct iovec *)bufs, .msg_iovlen = n};
@@ -125,7 +124,7 @@ int wsg_sock_write(wsg_sock *s, const uv_buf_t *bufs, unsigned n)
 
 int wsg_sock_flush(wsg_sock *s)
 {
-    if (s->ssl)
+    if (wsg_sock_ssl(s))
         return wsg_sock_tls_flush(s);
     while (s->out) {
         size_t len = wsg_buf_len(s->out);
@@ -147,7 +146,7 @@ int wsg_sock_flush(wsg_sock *s)
 
 void wsg_sock_close(wsg_sock *s, uv_close_cb close_cb)
 {
-    if (s->ssl)
+    if (wsg_sock_ssl(s))
         wsg_sock_tls_free(s);
     wsg_buf_free(&s->out);
     uv_close((uv_handle_t *)&s->poll, close_cb);

@@ -36,12 +36,23 @@ struct wsg_tls_certs {
     size_t count;
 };
 
+/* Per-SSL data: the certificate set it came from, and the owner's socket
+ * callback (plain sockets keep theirs in the poll handle; a TLS socket's
+ * handle calls tls_poll_cb instead). */
 static int certs_index = -1;
+static int owner_index = -1;
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
 static void make_index(void)
 {
     certs_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    owner_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static void owner_call(wsg_sock *s, int status, int events)
+{
+    wsg_sock_cb cb = (wsg_sock_cb)(uintptr_t)SSL_get_ex_data(wsg_sock_ssl(s), owner_index);
+    cb(s, status, events);
 }
 
 static void openssl_error(char *err, size_t errlen, const char *what)
@@ -253,14 +264,14 @@ static void tls_poll_cb(uv_poll_t *p, int status, int events);
 static int handshake_step(wsg_sock *s)
 {
     ERR_clear_error();
-    int r = SSL_do_handshake(s->ssl);
+    int r = SSL_do_handshake(wsg_sock_ssl(s));
     if (r == 1) {
         s->tls_handshaking = false;
         s->tls_want = 0;
         wsg_sock_update_events(s);
         return 1;
     }
-    int e = SSL_get_error(s->ssl, r);
+    int e = SSL_get_error(wsg_sock_ssl(s), r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         s->tls_want = e == SSL_ERROR_WANT_READ ? UV_READABLE : UV_WRITABLE;
         wsg_sock_update_events(s);
@@ -282,10 +293,11 @@ static int attach(wsg_sock *s, SSL *ssl)
         ERR_clear_error();
         return UV_ENOMEM;
     }
-    s->ssl = ssl;
+    pthread_once(&index_once, make_index);
+    SSL_set_ex_data(ssl, owner_index, (void *)(uintptr_t)s->poll.poll_cb);
+    s->poll.data = ssl;
     s->tls_handshaking = true;
     s->tls_want = 0;
-    s->owner_cb = (wsg_sock_cb)s->poll.poll_cb;
     s->poll.poll_cb = tls_poll_cb;
     return 0;
 }
@@ -338,10 +350,10 @@ long wsg_sock_tls_read(wsg_sock *s, void *buf, size_t len)
             return r;
     }
     ERR_clear_error();
-    int n = SSL_read(s->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    int n = SSL_read(wsg_sock_ssl(s), buf, len > INT32_MAX ? INT32_MAX : (int)len);
     if (n > 0)
         return n;
-    int e = SSL_get_error(s->ssl, n);
+    int e = SSL_get_error(wsg_sock_ssl(s), n);
     switch (e) {
     case SSL_ERROR_WANT_READ:
         return 0;
@@ -366,10 +378,10 @@ long wsg_sock_tls_read(wsg_sock *s, void *buf, size_t len)
 static long tls_write_some(wsg_sock *s, const void *p, size_t len)
 {
     ERR_clear_error();
-    int n = SSL_write(s->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
+    int n = SSL_write(wsg_sock_ssl(s), p, len > INT32_MAX ? INT32_MAX : (int)len);
     if (n > 0)
         return n;
-    int e = SSL_get_error(s->ssl, n);
+    int e = SSL_get_error(wsg_sock_ssl(s), n);
     if (e == SSL_ERROR_WANT_WRITE)
         return 0;
     if (e == SSL_ERROR_WANT_READ) {
@@ -445,21 +457,21 @@ int wsg_sock_tls_flush(wsg_sock *s)
 
 void wsg_sock_tls_free(wsg_sock *s)
 {
-    wsg_tls_certs *c = SSL_get_ex_data(s->ssl, certs_index);
+    wsg_tls_certs *c = SSL_get_ex_data(wsg_sock_ssl(s), certs_index);
     if (!s->tls_handshaking) {
         /* One try at close_notify; a peer that is gone does not hold us. */
         ERR_clear_error();
-        SSL_shutdown(s->ssl);
+        SSL_shutdown(wsg_sock_ssl(s));
     }
-    SSL_free(s->ssl);
+    SSL_free(wsg_sock_ssl(s));
     ERR_clear_error();
-    s->ssl = NULL;
+    s->poll.data = NULL;
     certs_unref(c);
 }
 
 bool wsg_sock_tls_pending(const wsg_sock *s)
 {
-    return s->ssl && !s->tls_handshaking && SSL_has_pending(s->ssl);
+    return wsg_sock_ssl(s) && !s->tls_handshaking && SSL_has_pending(wsg_sock_ssl(s));
 }
 
 /* Turns socket readiness into stream readiness for the owner. */
@@ -467,13 +479,13 @@ static void tls_poll_cb(uv_poll_t *p, int status, int events)
 {
     wsg_sock *s = (wsg_sock *)p;
     if (status < 0) {
-        s->owner_cb(s, status, events);
+        owner_call(s, status, events);
         return;
     }
     if (s->tls_handshaking) {
         int r = handshake_step(s);
         if (r < 0) {
-            s->owner_cb(s, r, 0);
+            owner_call(s, r, 0);
             return;
         }
         if (r == 0)
@@ -495,10 +507,10 @@ static void tls_poll_cb(uv_poll_t *p, int status, int events)
         logical |= UV_WRITABLE;
     wsg_sock_update_events(s);
     if (logical)
-        s->owner_cb(s, 0, logical);
+        owner_call(s, 0, logical);
     /* Records already decrypted wait inside OpenSSL, where epoll cannot see
      * them: hand them over while the owner keeps reading. */
     for (int i = 0; i < 64 && !wsg_sock_is_closing(s) && s->reading && wsg_sock_tls_pending(s);
          i++)
-        s->owner_cb(s, 0, UV_READABLE);
+        owner_call(s, 0, UV_READABLE);
 }

@@ -86,6 +86,11 @@ void wsg_worker_init(wsg_worker *w, unsigned index, uint64_t tick_ms)
     w->loop.data = w;
     w->index = index;
     w->scratch = xmalloc(WSG_SCRATCH_HEADROOM + WSG_SCRATCH_SIZE);
+    /* Touched now, so the first large read does not look like memory the
+     * connections of that moment grew. (A memset of zeroes could be folded
+     * into calloc, which touches nothing.) */
+    for (size_t i = 0; i < WSG_SCRATCH_HEADROOM + WSG_SCRATCH_SIZE; i += 4096)
+        ((volatile uint8_t *)w->scratch)[i] = 1;
     wsg_rand_init(&w->rng);
     atomic_init(&w->commands, 0);
     uv_mutex_init(&w->calls_lock);
@@ -102,6 +107,10 @@ void wsg_worker_init(wsg_worker *w, unsigned index, uint64_t tick_ms)
 static void run(void *arg)
 {
     wsg_worker *w = arg;
+    uint8_t warm[4];
+    /* OpenSSL sets up this thread's random generator on first use: do it
+     * before the first client, not during it. */
+    wsg_rand_bytes(&w->rng, warm, sizeof(warm));
     uv_update_time(&w->loop);
     w->wheel.cur = uv_now(&w->loop) / w->wheel.tick_ms;
     uv_timer_start(&w->tick, on_tick, w->wheel.tick_ms, w->wheel.tick_ms);

@@ -72,11 +72,12 @@ static void bridge_free(wsg_bridge *b)
     upgrade_free(b);
     migrate_free(b);
     if (b->session)
-        wsg_sessions_detach(p->gw->sessions, b->session, b->msg_at);
+        wsg_sessions_detach(p->gw->sessions, b->session,
+                            past(uv_now(&p->worker->loop), b->msg_at));
     if (b->counted)
         wsg_clients_release(p->gw->addresses, b->counted, uv_now(&p->worker->loop));
     bridge_not_pending(b);
-    free(b->dial_request);
+    free(b->request);
     free(b->agreed);
     wsg_fd_budget_give(&p->gw->fds, 2);
     atomic_fetch_sub_explicit(&p->gw->clients, 1, memory_order_relaxed);
@@ -94,8 +95,10 @@ static void on_upstream_closed(uv_handle_t *h)
 {
     wsg_upstream *u = wsg_container_of(h, wsg_upstream, sock.poll);
     wsg_bridge *b = u->bridge;
-    dial_free(u);
-    wsg_buf_free(&u->held);
+    if (u->state == U_OPEN || u->state == U_RETIRING)
+        wsg_buf_free(&u->held);
+    else
+        dial_free(u);
     free(u);
     if (--b->handles == 0)
         bridge_free(b);
@@ -161,7 +164,7 @@ static void note_client_backlog(wsg_bridge *b)
     if (b->stall_at || wsg_sock_pending(&b->client) <= config_of(b)->write_high_water)
         return;
     uint64_t now = bridge_now(b);
-    b->stall_at = now;
+    b->stall_at = stamp(now);
     wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
     if (b->up && b->up->backend)
         wsg_backend_count(&backend_stats(b)->backpressure_pauses, 1);
@@ -175,7 +178,7 @@ static void note_backend_backlog(wsg_bridge *b)
     if (u->stall_at || wsg_sock_pending(&u->sock) <= config_of(b)->write_high_water)
         return;
     uint64_t now = bridge_now(b);
-    u->stall_at = now;
+    u->stall_at = stamp(now);
     wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
     wsg_backend_count(&backend_stats(b)->backpressure_pauses, 1);
     bridge_sync_reading(b);
@@ -273,10 +276,10 @@ static void finish_client(wsg_bridge *b)
          * the answer before the client read it. */
         shutdown(b->client.fd, SHUT_WR);
         uint64_t linger_end = bridge_now(b) + LINGER_MS;
-        if (linger_end < b->end_at)
-            b->end_at = linger_end;
+        if (linger_end < around(bridge_now(b), b->end_at))
+            b->end_at = stamp(linger_end);
         bridge_sync_reading(b);
-        wsg_timer_schedule(b->proxy->worker, &b->timer, b->end_at);
+        wsg_timer_schedule(b->proxy->worker, &b->timer, around(bridge_now(b), b->end_at));
         return;
     }
     close_client_socket(b);
@@ -296,13 +299,13 @@ void bridge_end(wsg_bridge *b, const char *why)
     b->state = B_ENDING;
     bridge_not_pending(b);
     migrate_abandon_retiring(b);
-    b->end_at = now + config_of(b)->close_timeout;
+    b->end_at = stamp(now + config_of(b)->close_timeout);
     if (b->up && wsg_sock_pending(&b->up->sock) == 0)
         bridge_release_upstream(b);
     if (wsg_sock_pending(&b->client) == 0)
         finish_client(b);
     bridge_sync_reading(b);
-    wsg_timer_schedule(b->proxy->worker, &b->timer, b->end_at);
+    wsg_timer_schedule(b->proxy->worker, &b->timer, around(now, b->end_at));
 }
 
 /* Ends the session with our own close frames toward both sides. */
@@ -429,8 +432,9 @@ static bool relaying(const wsg_bridge *b)
 static void enter_closing(wsg_bridge *b)
 {
     b->state = B_CLOSING;
-    b->end_at = bridge_now(b) + config_of(b)->close_timeout;
-    bridge_arm(b, b->end_at);
+    uint64_t end = bridge_now(b) + config_of(b)->close_timeout;
+    b->end_at = stamp(end);
+    bridge_arm(b, end);
 }
 
 /* A control frame from the client. Returns false when the bridge ended. */
@@ -560,7 +564,7 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
             out_add(&o, p, span.len, b, true);
             if (span.messages) {
                 wsg_count(&px->counters, WSG_C_MESSAGES_FROM_CLIENTS, span.messages);
-                b->msg_at = bridge_now(b);
+                b->msg_at = stamp(bridge_now(b));
             }
             break;
         case WSG_WS_SPAN_CONTROL:
@@ -623,7 +627,7 @@ void bridge_relay_from_backend(wsg_bridge *b, wsg_upstream *u, uint8_t *p, size_
             out_add(&o, p, span.len, b, false);
             if (span.messages) {
                 wsg_count(&px->counters, WSG_C_MESSAGES_FROM_BACKENDS, span.messages);
-                b->msg_at = bridge_now(b);
+                b->msg_at = stamp(bridge_now(b));
             }
             break;
         case WSG_WS_SPAN_CONTROL:
@@ -693,7 +697,7 @@ static void client_read(wsg_bridge *b)
         client_gone(b, n);
         return;
     }
-    b->rx_at = bridge_now(b);
+    b->rx_at = stamp(bridge_now(b));
     b->ping_at = 0;
     b->bytes_in += (uint64_t)n;
     wsg_count(&px->counters, WSG_C_BYTES_FROM_CLIENTS, (uint64_t)n);
@@ -721,7 +725,7 @@ static void upstream_read(wsg_bridge *b, wsg_upstream *u)
                                                   : uv_strerror((int)n));
         return;
     }
-    u->rx_at = bridge_now(b);
+    u->rx_at = stamp(bridge_now(b));
     u->ping_at = 0;
     wsg_count(&px->counters, WSG_C_BYTES_FROM_BACKENDS, (uint64_t)n);
     wsg_backend_count(&u->backend->stats[px->worker->index].bytes_in, (uint64_t)n);
@@ -867,7 +871,7 @@ static void ping_client(wsg_bridge *b, uint64_t now)
         return;
     ping_payload(b, now, payload);
     size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload), NULL);
-    b->ping_at = now;
+    b->ping_at = stamp(now);
     bridge_write_client(b, frame, n);
 }
 
@@ -880,7 +884,7 @@ static void ping_backend(wsg_bridge *b, uint64_t now)
     ping_payload(b, now, payload);
     size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload),
                                     &b->proxy->worker->rng);
-    b->up->ping_at = now;
+    b->up->ping_at = stamp(now);
     write_backend(b, frame, n);
 }
 
@@ -890,23 +894,24 @@ static uint64_t earliest(uint64_t a, uint64_t b)
 }
 
 /* The next moment a liveness rule may act, from the current state. */
-static uint64_t next_check(const wsg_bridge *b)
+static uint64_t next_check(const wsg_bridge *b, uint64_t now)
 {
     const wsg_config *cfg = config_of(b);
     const wsg_upstream *u = b->up;
-    uint64_t due = b->ping_at ? b->ping_at + cfg->pong_timeout : b->rx_at + cfg->ping_interval;
+    uint64_t due = b->ping_at ? past(now, b->ping_at) + cfg->pong_timeout
+                              : past(now, b->rx_at) + cfg->ping_interval;
     if (u && u->state == U_OPEN) {
-        due = earliest(due, u->ping_at ? u->ping_at + cfg->pong_timeout
-                                       : u->rx_at + cfg->ping_interval);
+        due = earliest(due, u->ping_at ? past(now, u->ping_at) + cfg->pong_timeout
+                                       : past(now, u->rx_at) + cfg->ping_interval);
         if (u->stall_at)
-            due = earliest(due, u->stall_at + cfg->slow_consumer_timeout);
+            due = earliest(due, past(now, u->stall_at) + cfg->slow_consumer_timeout);
     }
     if (b->stall_at)
-        due = earliest(due, b->stall_at + cfg->slow_consumer_timeout);
+        due = earliest(due, past(now, b->stall_at) + cfg->slow_consumer_timeout);
     if (cfg->idle_timeout)
-        due = earliest(due, b->msg_at + cfg->idle_timeout);
+        due = earliest(due, past(now, b->msg_at) + cfg->idle_timeout);
     if (b->state == B_CLOSING)
-        due = earliest(due, b->end_at);
+        due = earliest(due, around(now, b->end_at));
     if (b->mig)
         due = earliest(due, migrate_next_due(b));
     if (u && u->state != U_OPEN && dial_deadline(u))
@@ -920,7 +925,7 @@ static void check_liveness(wsg_bridge *b, uint64_t now)
     wsg_counters *c = &b->proxy->counters;
     wsg_upstream *u = b->up;
 
-    if (b->state == B_CLOSING && now >= b->end_at) {
+    if (b->state == B_CLOSING && now >= around(now, b->end_at)) {
         bridge_end(b, "close handshake timed out");
         return;
     }
@@ -932,45 +937,45 @@ static void check_liveness(wsg_bridge *b, uint64_t now)
             return;
         u = b->up;
     }
-    if (b->ping_at && now >= b->ping_at + cfg->pong_timeout) {
+    if (b->ping_at && now >= past(now, b->ping_at) + cfg->pong_timeout) {
         wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
         bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "ping timeout", WSG_WS_CLOSE_GOING_AWAY,
                    "client went away", "client did not answer a ping");
         return;
     }
     if (u && u->state == U_OPEN && !b->mig && u->ping_at &&
-        now >= u->ping_at + cfg->pong_timeout) {
+        now >= past(now, u->ping_at) + cfg->pong_timeout) {
         wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
         bridge_upstream_failed(b, "backend did not answer a ping");
         return;
     }
-    if (b->stall_at && now >= b->stall_at + cfg->slow_consumer_timeout) {
+    if (b->stall_at && now >= past(now, b->stall_at) + cfg->slow_consumer_timeout) {
         wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
         bridge_close_client(b, WSG_WS_CLOSE_POLICY, "slow consumer");
         return;
     }
-    if (u && u->stall_at && now >= u->stall_at + cfg->slow_consumer_timeout) {
+    if (u && u->stall_at && now >= past(now, u->stall_at) + cfg->slow_consumer_timeout) {
         wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
         bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend not reading", WSG_WS_CLOSE_POLICY,
                    "slow consumer", "backend stopped reading");
         return;
     }
-    if (cfg->idle_timeout && now >= b->msg_at + cfg->idle_timeout) {
+    if (cfg->idle_timeout && now >= past(now, b->msg_at) + cfg->idle_timeout) {
         wsg_count(c, WSG_C_IDLE_TIMEOUTS, 1);
         bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
                    "idle timeout", "idle timeout");
         return;
     }
-    if (!b->ping_at && now >= b->rx_at + cfg->ping_interval)
+    if (!b->ping_at && now >= past(now, b->rx_at) + cfg->ping_interval)
         ping_client(b, now);
     if (b->state == B_ENDING)
         return;
     if (b->up && b->up->state == U_OPEN && !b->mig && !b->up->ping_at &&
-        now >= b->up->rx_at + cfg->ping_interval)
+        now >= past(now, b->up->rx_at) + cfg->ping_interval)
         ping_backend(b, now);
     if (b->state == B_ENDING)
         return;
-    uint64_t due = next_check(b);
+    uint64_t due = next_check(b, now);
     /* A ping that had to wait for a frame boundary is tried next tick. */
     if (due <= now)
         due = now + 1;
@@ -992,11 +997,11 @@ static void on_timer(wsg_timer *t)
         check_liveness(b, now);
         break;
     case B_ENDING:
-        if (now >= b->end_at) {
+        if (now >= around(now, b->end_at)) {
             bridge_release_upstream(b);
             close_client_socket(b);
         } else {
-            wsg_timer_schedule(b->proxy->worker, &b->timer, b->end_at);
+            wsg_timer_schedule(b->proxy->worker, &b->timer, around(now, b->end_at));
         }
         break;
     }
@@ -1017,16 +1022,14 @@ static void log_open(const wsg_bridge *b, const wsg_str path)
 void bridge_open(wsg_bridge *b)
 {
     uint64_t now = bridge_now(b);
-    const char *req = b->dial_request;
-    const char *sp = req ? strchr(req + 4, ' ') : NULL;
     b->state = B_OPEN;
     b->flags |= BF_ESTABLISHED;
     bridge_not_pending(b);
-    b->rx_at = now;
-    b->msg_at = now;
-    b->up->rx_at = now;
+    b->rx_at = stamp(now);
+    b->msg_at = stamp(now);
+    b->up->rx_at = stamp(now);
     wsg_count(&b->proxy->counters, WSG_C_CONNECTIONS_OPENED, 1);
-    log_open(b, sp ? wsg_str_make(req + 4, (size_t)(sp - req - 4)) : WSG_STR("?"));
+    log_open(b, upgrade_target(b));
     bridge_sync_reading(b);
     wsg_timer_schedule(b->proxy->worker, &b->timer, now + config_of(b)->ping_interval);
     if (b->held) {
@@ -1052,8 +1055,8 @@ wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *p
     b->handles = 1;
     b->id = ++p->next_seq << 8 | (p->worker->index & 0xff);
     b->opened_at = now;
-    b->rx_at = now;
-    b->msg_at = now;
+    b->rx_at = stamp(now);
+    b->msg_at = stamp(now);
     b->close_code = WSG_WS_CLOSE_ABNORMAL;
     b->state = B_REQUEST;
     b->flags = BF_PENDING;

@@ -1,7 +1,7 @@
 /* The backend's side of the handshake: dial, send our own upgrade request,
  * read the answer, and decide.
  *
- * The request is the client's (kept in bridge.dial_request) with our own
+ * The request is the client's (kept in bridge.request) with our own
  * Sec-WebSocket-Key and offers: on the first dial the client's subprotocols
  * and its deflate offer made movable; on a later dial (a session moving)
  * exactly what the session already runs with. Only a 101 with the right
@@ -33,11 +33,16 @@ static const wsg_config *config_of(const wsg_bridge *b)
     return b->proxy->gw->cfg;
 }
 
+size_t dial_state_size(void)
+{
+    return sizeof(upstream_hs);
+}
+
 void dial_free(wsg_upstream *u)
 {
     if (u->hs) {
         wsg_buf_free(&u->hs->raw);
-        free(u->hs);
+        wsg_pool_put(&u->bridge->proxy->backend_handshakes, u->hs);
         u->hs = NULL;
     }
 }
@@ -51,7 +56,7 @@ int dial_start(wsg_bridge *b, wsg_backend *backend, const char *migrated_from)
 {
     wsg_proxy *px = b->proxy;
     wsg_upstream *u = calloc(1, sizeof(*u));
-    upstream_hs *uh = calloc(1, sizeof(*uh));
+    upstream_hs *uh = wsg_pool_get(&px->backend_handshakes);
     int fd = -1;
     int rc = u && uh ? wsg_dial((struct sockaddr *)&backend->ws_addr, backend->ws_addrlen, &fd)
                      : UV_ENOMEM;
@@ -60,7 +65,7 @@ int dial_start(wsg_bridge *b, wsg_backend *backend, const char *migrated_from)
         close(fd);
     if (rc < 0) {
         free(u);
-        free(uh);
+        wsg_pool_put(&px->backend_handshakes, uh);
         return rc;
     }
     uint64_t now = bridge_now(b);
@@ -112,7 +117,7 @@ static int send_request(wsg_bridge *b)
     wsg_str protocols;
     wsg_str extensions;
     offers(b, &protocols, &extensions, offer, sizeof(offer));
-    int rc = put_cstr(&w, b->dial_request);
+    int rc = upgrade_render_request(b, &w);
     rc |= put_header(&w, WSG_STR("Sec-WebSocket-Key"), wsg_str_cstr(uh->key));
     if (protocols.len)
         rc |= put_header(&w, WSG_STR("Sec-WebSocket-Protocol"), protocols);
@@ -361,7 +366,7 @@ static void answer_head_read(wsg_bridge *b)
         failed(b, "backend closed the connection during the handshake");
         return;
     }
-    u->rx_at = bridge_now(b);
+    u->rx_at = stamp(bridge_now(b));
     if (wsg_buf_append(&uh->raw, buf, (size_t)n) < 0) {
         failed(b, "out of memory");
         return;

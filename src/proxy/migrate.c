@@ -254,7 +254,7 @@ static void complete(wsg_bridge *b)
     wsg_log_info("session migrated", "conn=%llu client=%s from=%s to=%s held_bytes=%zu ms=%llu",
                  (unsigned long long)b->id, client, m->left->id, u->backend->id, held,
                  (unsigned long long)(now - m->started));
-    u->rx_at = now;
+    u->rx_at = stamp(now);
     wsg_buf *early = m->early;
     m->early = NULL;
     migrate_free(b);

@@ -66,6 +66,8 @@ void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)
     p->worker = w;
     p->gw = gw;
     wsg_list_init(&p->bridges);
+    wsg_pool_init(&p->client_handshakes, sizeof(client_hs));
+    wsg_pool_init(&p->backend_handshakes, dial_state_size());
     p->from_client = (wsg_ws_policy){
         .max_message = gw->cfg->max_message_size,
         .from_client = true,
@@ -99,7 +101,9 @@ void wsg_proxy_backends_changed(wsg_proxy *p)
         wsg_backend *backend = b->up->backend;
         switch (wsg_backend_state_of(backend)) {
         case WSG_BACKEND_DOWN:
-            migrate_begin(b, "backend out of service", true);
+            /* Dead or gone: nothing more will come from it, so nothing is
+             * waited for (a drain, below, waits for its last answers). */
+            migrate_begin(b, "backend out of service", false);
             break;
         case WSG_BACKEND_DRAINING:
             if (finish && mono < atomic_load_explicit(&backend->drain_since,
@@ -176,4 +180,10 @@ unsigned wsg_proxy_disconnect(wsg_proxy *p, wsg_str client_id, uint64_t conn_id,
         n++;
     }
     return n;
+}
+
+void wsg_proxy_deinit(wsg_proxy *p)
+{
+    wsg_pool_deinit(&p->client_handshakes);
+    wsg_pool_deinit(&p->backend_handshakes);
 }

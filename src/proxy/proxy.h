@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/list.h"
+#include "core/pool.h"
 #include "metrics/metrics.h"
 #include "net/net.h"
 #include "registry/registry.h"
@@ -46,6 +47,8 @@ typedef struct wsg_gateway {
 
 typedef struct wsg_proxy {
     wsg_counters counters;
+    wsg_pool client_handshakes;   /* client_hs: the state of upgrading clients */
+    wsg_pool backend_handshakes;  /* upstream_hs: dials under way */
     wsg_worker *worker;
     wsg_gateway *gw;
     wsg_ws_policy from_client;
@@ -60,8 +63,11 @@ typedef struct wsg_proxy {
     bool closing_all;
 } wsg_proxy;
 
-/* Sets up a worker's proxy state; call on the worker's thread. */
+/* Sets up a worker's proxy state, before its thread starts. */
 void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w);
+
+/* Frees what is left once the worker's loop has ended. */
+void wsg_proxy_deinit(wsg_proxy *p);
 
 /* Takes a new client connection from the WebSocket listener; `tls` when
  * that listener speaks TLS. */

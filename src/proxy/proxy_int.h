@@ -18,6 +18,33 @@
 #include "proxy/proxy.h"
 #include "registry/sessions.h"
 
+/* Moments in a connection's life, kept in 32 bits to keep idle
+ * connections small: the low bits of the loop's millisecond clock, never 0
+ * (0 means "not set"). Only spans shorter than 24 days are taken between
+ * them, which modular arithmetic gets right across the wrap. */
+typedef uint32_t wsg_stamp;
+
+static inline wsg_stamp stamp(uint64_t now)
+{
+    return (wsg_stamp)now | 1;
+}
+
+/* The full clock value of a stamp that is not in the future. (A stamp is
+ * up to 1 ms ahead of the moment it marks, for its low bit: that reads as
+ * now.) */
+static inline uint64_t past(uint64_t now, wsg_stamp t)
+{
+    int32_t ago = (int32_t)((uint32_t)now - t);
+    return ago > 0 ? now - (uint64_t)ago : now;
+}
+
+/* The full clock value of a stamp within 24 days of now, either way (a
+ * deadline). */
+static inline uint64_t around(uint64_t now, wsg_stamp t)
+{
+    return now + (uint64_t)(int64_t)(int32_t)(t - (uint32_t)now);
+}
+
 typedef enum bridge_state {
     B_REQUEST,    /* reading the client's upgrade request */
     B_CONNECTING, /* dialling a backend and waiting for its 101 */
@@ -83,12 +110,17 @@ typedef struct wsg_upstream {
     wsg_sock sock;
     struct wsg_bridge *bridge;
     wsg_backend *backend;
-    wsg_buf *held;       /* unfinished frame bytes from the backend */
-    upstream_hs *hs;     /* while connecting; NULL after */
+    /* One or the other, by state: a dial's handshake state before U_OPEN
+     * (and in U_RELAYING), then the unfinished frame bytes from the
+     * backend; an idle connection pays for one pointer. */
+    union {
+        upstream_hs *hs;
+        wsg_buf *held;
+    };
     wsg_ws_stream rx;    /* backend → client */
-    uint64_t rx_at;      /* last byte from the backend */
-    uint64_t ping_at;    /* our unanswered ping to the backend, or 0 */
-    uint64_t stall_at;   /* since when the backend is not taking our bytes, or 0 */
+    wsg_stamp rx_at;     /* last byte from the backend */
+    wsg_stamp ping_at;   /* our unanswered ping to the backend, or 0 */
+    wsg_stamp stall_at;  /* since when the backend is not taking our bytes, or 0 */
     uint8_t state;
 } wsg_upstream;
 
@@ -103,19 +135,19 @@ typedef struct wsg_bridge {
     wsg_session *session; /* sticky session, NULL without a sticky key */
     wsg_client *counted;  /* this connection's address entry, NULL if not counted */
     wsg_buf *held;       /* client bytes not yet passed on */
-    char *dial_request;  /* the upgrade request for the backend: no key, no offers */
+    char *request;       /* what dials need of the client's request (upgrade.c) */
     char *agreed;        /* "protocol\nextensions" the backend chose; NULL if neither */
     wsg_ws_stream rx;    /* client → backend */
     uint64_t id;
     uint64_t opened_at;
-    uint64_t rx_at;      /* last byte from the client */
-    uint64_t ping_at;    /* our unanswered ping to the client, or 0 */
-    uint64_t stall_at;   /* since when the client is not taking our bytes, or 0 */
-    uint64_t msg_at;     /* last data message either way (idle timeout) */
-    uint64_t end_at;     /* deadline of the closing handshake or flush */
+    wsg_stamp rx_at;     /* last byte from the client */
+    wsg_stamp ping_at;   /* our unanswered ping to the client, or 0 */
+    wsg_stamp stall_at;  /* since when the client is not taking our bytes, or 0 */
+    wsg_stamp msg_at;    /* last data message either way (idle timeout) */
     uint64_t bytes_in;   /* from the client */
     uint64_t bytes_out;  /* to the client */
     wsg_bucket messages; /* MESSAGE_RATE */
+    wsg_stamp end_at;    /* deadline of the closing handshake or flush */
     wsg_peer peer;
     uint16_t close_code; /* what the client got or sent; 1006 when nothing */
     uint8_t state;
@@ -167,6 +199,11 @@ void upgrade_timeout(wsg_bridge *b);
 void upgrade_free(wsg_bridge *b);
 /* Answers the client with an HTTP error and ends the bridge. */
 void upgrade_answer(wsg_bridge *b, int status, const char *extra_headers, const char *message);
+/* Writes the upgrade request for a backend from bridge.request: all but
+ * the key, the offers and the final CRLF. Returns 0 or -1 (memory). */
+int upgrade_render_request(const wsg_bridge *b, wsg_buf **w);
+/* The client's path and query, as it asked. */
+wsg_str upgrade_target(const wsg_bridge *b);
 /* The first dial failed: tries another backend or answers 502. */
 void upgrade_dial_failed(wsg_bridge *b, wsg_backend *failed);
 /* The backend switched: answers the client 101 with the backend's choices
@@ -179,6 +216,7 @@ int dial_start(wsg_bridge *b, wsg_backend *backend, const char *migrated_from);
 void dial_on_event(wsg_upstream *u, int events);
 uint64_t dial_deadline(const wsg_upstream *u);
 void dial_free(wsg_upstream *u);
+size_t dial_state_size(void);
 
 /* Small writers for requests and answers: each returns 0 or -1 (memory). */
 static inline int put_bytes(wsg_buf **w, const char *s, size_t n)

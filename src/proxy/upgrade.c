@@ -39,7 +39,7 @@ void upgrade_free(wsg_bridge *b)
     free(hs->extensions);
     if (hs->sticky)
         wsg_backend_unref(hs->sticky);
-    free(hs);
+    wsg_pool_put(&b->proxy->client_handshakes, hs);
     b->hs = NULL;
 }
 
@@ -224,54 +224,94 @@ static int keep_offers(client_hs *hs, const char **why)
     return 0;
 }
 
-/* Writes the upgrade request for the backend, all but the key, the offers
- * and the final CRLF; it is kept so that the session can be dialled again. */
-static char *build_dial_request(wsg_bridge *b, client_hs *hs, const char **why)
+/* Keeps what the backend request needs from the client's, compactly, for
+ * the first dial and any later one:
+ *
+ *   target \0 host \0 header lines \0
+ *
+ * The header lines are the client's end-to-end headers, plus its
+ * X-Forwarded-For and X-Forwarded-Proto when the peer is a trusted proxy.
+ * The fixed lines and our forwarding headers are written at dial time
+ * (upgrade_render_request), so an idle session keeps only this. */
+static char *keep_request(wsg_bridge *b, client_hs *hs, const char **why)
 {
     const wsg_http_head *h = &hs->head;
     wsg_buf *w = NULL;
-    char ip[64];
-    int rc = 0;
     wsg_str connection = wsg_http_header_get(h, WSG_STR("Connection"));
-    wsg_str xff = wsg_http_header_get(h, WSG_STR("X-Forwarded-For"));
+    wsg_str host = wsg_http_header_get(h, WSG_STR("Host"));
     bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
-
-    rc |= put_bytes(&w, "GET ", 4);
-    rc |= put_bytes(&w, h->target.p, h->target.len);
-    rc |= put_cstr(&w, " HTTP/1.1\r\n");
-    rc |= put_header(&w, WSG_STR("Host"), wsg_http_header_get(h, WSG_STR("Host")));
-    rc |= put_cstr(&w, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+    int rc = put_bytes(&w, h->target.p, h->target.len) | put_bytes(&w, "", 1);
+    rc |= put_bytes(&w, host.p, host.len) | put_bytes(&w, "", 1);
     for (uint32_t i = 0; i < h->header_count; i++) {
         const wsg_http_header *hd = &h->headers[i];
-        if (header_is_ours(hd->name) || wsg_http_is_hop_by_hop(hd->name, connection))
+        bool forwarding = wsg_str_eq_nocase(hd->name, WSG_STR("X-Forwarded-For")) ||
+                          wsg_str_eq_nocase(hd->name, WSG_STR("X-Forwarded-Proto"));
+        if ((forwarding && !trusted) || (!forwarding && header_is_ours(hd->name)) ||
+            wsg_http_is_hop_by_hop(hd->name, connection))
             continue;
         rc |= put_header(&w, hd->name, hd->value);
     }
-    wsg_peer_format_ip(&b->peer, ip, sizeof(ip));
-    rc |= put_cstr(&w, "X-Forwarded-For: ");
-    if (trusted && xff.len > 0) {
-        /* Behind a proxy we trust, its list continues with its own address. */
-        rc |= put_bytes(&w, xff.p, xff.len);
-        rc |= put_bytes(&w, ", ", 2);
-    }
-    rc |= put_cstr(&w, ip);
-    rc |= put_cstr(&w, "\r\n");
-    wsg_str proto = wsg_http_header_get(h, WSG_STR("X-Forwarded-Proto"));
-    wsg_str scheme = b->client.ssl ? WSG_STR("https") : WSG_STR("http");
-    rc |= put_header(&w, WSG_STR("X-Forwarded-Proto"), trusted && proto.len ? proto : scheme);
-    real_client_ip(b, xff, trusted, ip, sizeof(ip));
-    rc |= put_header(&w, WSG_STR("X-Real-IP"), wsg_str_cstr(ip));
     rc |= put_bytes(&w, "", 1);
     if (rc != 0) {
         *why = "out of memory";
         wsg_buf_free(&w);
         return NULL;
     }
-    char *text = strdup((const char *)wsg_buf_begin(w));
-    wsg_buf_free(&w);
-    if (text == NULL)
+    char *kept = malloc(wsg_buf_len(w));
+    if (kept)
+        memcpy(kept, wsg_buf_begin(w), wsg_buf_len(w));
+    else
         *why = "out of memory";
-    return text;
+    wsg_buf_free(&w);
+    return kept;
+}
+
+wsg_str upgrade_target(const wsg_bridge *b)
+{
+    return wsg_str_cstr(b->request);
+}
+
+int upgrade_render_request(const wsg_bridge *b, wsg_buf **w)
+{
+    const char *target = b->request;
+    const char *host = target + strlen(target) + 1;
+    wsg_str lines = wsg_str_cstr(host + strlen(host) + 1);
+    wsg_str xff = wsg_str_make(NULL, 0);
+    wsg_str proto = wsg_str_make(NULL, 0);
+    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
+    char ip[64];
+    int rc = put_cstr(w, "GET ") | put_cstr(w, target) | put_cstr(w, " HTTP/1.1\r\n");
+    rc |= put_header(w, WSG_STR("Host"), wsg_str_cstr(host));
+    rc |= put_cstr(w, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+    while (lines.len > 0) {
+        const char *end = memchr(lines.p, '\n', lines.len);
+        size_t n = end ? (size_t)(end - lines.p) + 1 : lines.len;
+        wsg_str line = wsg_str_make(lines.p, n);
+        lines = wsg_str_make(lines.p + n, lines.len - n);
+        /* Only a trusted proxy's forwarding headers were kept: take them
+         * apart, they are rewritten below. */
+        wsg_str value = line;
+        wsg_str name = wsg_str_next_item(&value, ':');
+        value = wsg_str_make(value.p, value.len >= 2 ? value.len - 2 : 0);
+        if (trusted && wsg_str_eq_nocase(name, WSG_STR("X-Forwarded-For")))
+            xff = wsg_str_trim(value);
+        else if (trusted && wsg_str_eq_nocase(name, WSG_STR("X-Forwarded-Proto")))
+            proto = wsg_str_trim(value);
+        else
+            rc |= put_bytes(w, line.p, line.len);
+    }
+    wsg_peer_format_ip(&b->peer, ip, sizeof(ip));
+    rc |= put_cstr(w, "X-Forwarded-For: ");
+    if (xff.len > 0) {
+        /* Behind a proxy we trust, its list continues with its own address. */
+        rc |= put_bytes(w, xff.p, xff.len) | put_bytes(w, ", ", 2);
+    }
+    rc |= put_cstr(w, ip) | put_cstr(w, "\r\n");
+    wsg_str scheme = wsg_sock_ssl(&b->client) ? WSG_STR("https") : WSG_STR("http");
+    rc |= put_header(w, WSG_STR("X-Forwarded-Proto"), proto.len ? proto : scheme);
+    real_client_ip(b, xff, trusted, ip, sizeof(ip));
+    rc |= put_header(w, WSG_STR("X-Real-IP"), wsg_str_cstr(ip));
+    return rc;
 }
 
 /* The sticky key: the query parameter, header or cookie WSGATE_STICKY_KEY
@@ -418,7 +458,7 @@ static void request_complete(wsg_bridge *b)
         upgrade_answer(b, status, extra, msg);
         return;
     }
-    if (keep_offers(hs, &msg) < 0 || (b->dial_request = build_dial_request(b, hs, &msg)) == NULL) {
+    if (keep_offers(hs, &msg) < 0 || (b->request = keep_request(b, hs, &msg)) == NULL) {
         upgrade_answer(b, 431, "", msg);
         return;
     }
@@ -441,7 +481,7 @@ void upgrade_on_client_readable(wsg_bridge *b)
     const wsg_config *cfg = config_of(b);
     client_hs *hs = b->hs;
     if (hs == NULL) {
-        hs = b->hs = calloc(1, sizeof(*hs));
+        hs = b->hs = wsg_pool_get(&b->proxy->client_handshakes);
         if (hs == NULL) {
             upgrade_answer(b, 503, "", "out of memory");
             return;

@@ -47,9 +47,14 @@ void wsg_sessions_deinit(wsg_sessions *t)
     memset(t, 0, sizeof(*t));
 }
 
+static uint32_t hash_key(const char *key, size_t len)
+{
+    return (uint32_t)wsg_hash(key, len);
+}
+
 static void unlink_session(wsg_sessions *t, wsg_session *s)
 {
-    wsg_session **pp = &t->buckets[s->hash & (t->bucket_count - 1)];
+    wsg_session **pp = &t->buckets[hash_key(s->key, s->key_len) & (t->bucket_count - 1)];
     while (*pp != s)
         pp = &(*pp)->next;
     *pp = s->next;
@@ -72,8 +77,9 @@ static void maybe_grow(wsg_sessions *t)
         wsg_session *s = t->buckets[i];
         while (s) {
             wsg_session *next = s->next;
-            s->next = grown[s->hash & (n - 1)];
-            grown[s->hash & (n - 1)] = s;
+            size_t b = hash_key(s->key, s->key_len) & (n - 1);
+            s->next = grown[b];
+            grown[b] = s;
             s = next;
         }
     }
@@ -101,10 +107,10 @@ wsg_session *wsg_sessions_attach(wsg_sessions *t, wsg_str key, uint64_t now,
     *backend = NULL;
     if (key.len == 0 || key.len > MAX_KEY)
         return NULL;
-    uint32_t hash = (uint32_t)wsg_hash(key.p, key.len);
+    uint32_t hash = hash_key(key.p, key.len);
     pthread_mutex_lock(&t->lock);
     wsg_session *s = t->buckets[hash & (t->bucket_count - 1)];
-    while (s && !(s->hash == hash && s->key_len == key.len && memcmp(s->key, key.p, key.len) == 0))
+    while (s && !(s->key_len == key.len && memcmp(s->key, key.p, key.len) == 0))
         s = s->next;
     if (s == NULL) {
         make_room(t);
@@ -113,7 +119,6 @@ wsg_session *wsg_sessions_attach(wsg_sessions *t, wsg_str key, uint64_t now,
             pthread_mutex_unlock(&t->lock);
             return NULL;
         }
-        s->hash = hash;
         s->key_len = (uint16_t)key.len;
         memcpy(s->key, key.p, key.len);
         size_t b = hash & (t->bucket_count - 1);
@@ -124,6 +129,11 @@ wsg_session *wsg_sessions_attach(wsg_sessions *t, wsg_str key, uint64_t now,
     }
     if (wsg_list_linked(&s->idle))
         wsg_list_remove(&s->idle);
+    if (s->sockets == UINT16_MAX) {
+        /* 65535 sockets of one client: no more share the session. */
+        pthread_mutex_unlock(&t->lock);
+        return NULL;
+    }
     s->sockets++;
     s->last_activity = now;
     if (s->backend) {

@@ -27,8 +27,7 @@ typedef struct wsg_session {
     wsg_list idle;            /* in the LRU while no socket uses it */
     wsg_backend *backend;     /* a reference; NULL before the first pick */
     uint64_t last_activity;   /* monotonic ms */
-    uint32_t hash;
-    uint32_t sockets;         /* connected sockets using this session */
+    uint16_t sockets;         /* connected sockets using this session */
     uint16_t key_len;
     char key[];
 } wsg_session;
