@@ -156,6 +156,16 @@ static int get_id(json_t *body, const char *first, const char *second, const cha
         snprintf(e->text, sizeof(e->text), "%s: missing", first);
         return -1;
     }
+    /* Ids appear in logs, metrics labels and stats: plain characters only. */
+    for (const char *c = *id; *c; c++) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || strchr("._:@-", *c) != NULL;
+        if (!ok) {
+            snprintf(e->text, sizeof(e->text),
+                     "%s: letters, digits and . _ : @ - only", a ? first : second);
+            return -1;
+        }
+    }
     return 0;
 }
 

@@ -92,7 +92,8 @@ size_t wsg_json_quote(char *out, size_t cap, const char *s, size_t n)
     out[o++] = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (o + 7 > cap)
+        /* Room for the longest escape (6), the closing quote and the NUL. */
+        if (o + 8 > cap)
             return 0;
         if (c == '"' || c == '\\') {
             out[o++] = '\\';

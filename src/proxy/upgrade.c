@@ -534,8 +534,9 @@ static void send_assignment(wsg_bridge *b, const wsg_backend *backend)
     char json[600];
     uint8_t header[WSG_WS_MAX_HEADER];
     wsg_registry_public_host(b->proxy->gw->registry, backend, host, sizeof(host));
-    wsg_json_quote(quoted_id, sizeof(quoted_id), backend->id, strlen(backend->id));
-    wsg_json_quote(quoted_host, sizeof(quoted_host), host, strlen(host));
+    if (wsg_json_quote(quoted_id, sizeof(quoted_id), backend->id, strlen(backend->id)) == 0 ||
+        wsg_json_quote(quoted_host, sizeof(quoted_host), host, strlen(host)) == 0)
+        return;
     int n = snprintf(json, sizeof(json),
                      "{\"type\":\"server_assignment\",\"serverId\":%s,\"publicHost\":%s,"
                      "\"port\":%u,\"wsPort\":%u}",

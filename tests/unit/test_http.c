@@ -1355,6 +1355,15 @@ static void test_json_quote_overflow(void **state)
         assert_memory_equal(out, want, wl);
     }
     assert_true(fitted);
+    /* The longest escape last: its NUL must fit too (found by fuzzing). */
+    static const char ctl[] = "ab\x01";
+    static const char ctl_want[] = "\"ab\\u0001\"";
+    for (size_t cap = 0; cap <= 16; cap++) {
+        char *out = g.map + g.size - cap;
+        size_t n = wsg_json_quote(out, cap, ctl, sizeof(ctl) - 1);
+        if (n)
+            assert_memory_equal(out, ctl_want, sizeof(ctl_want));
+    }
     assert_int_equal(wsg_json_quote(g.map, 2, "", 0), 0);
     assert_int_equal(wsg_json_quote(g.map, 1, "x", 1), 0);
     guarded_deinit(&g);
