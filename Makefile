@@ -3,10 +3,13 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 10
 PYTHON     := /usr/bin/python3
 PYTEST     := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all build run test test-unit test-integration asan test-asan deps deps-test clean format
+.PHONY: all build run test test-unit test-integration asan test-asan fuzz test-fuzz deps deps-test \
+	bench clean format
 
 all: build
 
@@ -31,10 +34,12 @@ run: build
 	scripts/run-demo.sh
 
 # Everything CI runs: unit and integration tests, then the same under
-# AddressSanitizer and UndefinedBehaviorSanitizer.
+# AddressSanitizer and UndefinedBehaviorSanitizer, then every fuzz target
+# over its corpus and for FUZZ_SECONDS of new inputs.
 test: deps-test build
 	$(MAKE) --no-print-directory test-unit test-integration
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-fuzz
 
 test-unit:
 	meson test -C $(BUILD) --suite unit --suite bench --print-errorlogs
@@ -52,8 +57,24 @@ test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		WSGATE_BIN=$(CURDIR)/$(ASAN_BUILD)/wsgate WSGATE_SANITIZED=1 $(PYTEST) -n 2 tests/integration
 
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) --buildtype=debug -Dfuzz=true \
+		-Db_sanitize=address,undefined -Db_lundef=false
+
+fuzz: deps-test $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+
+test-fuzz: fuzz
+	meson test -C $(FUZZ_BUILD) --suite fuzz --print-errorlogs
+	BUILD_DIR=$(CURDIR)/$(FUZZ_BUILD) scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# wsgate against nginx and HAProxy on this machine (docs/performance.md).
+bench: build
+	scripts/install-deps.sh bench
+	bench/compare
+
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'bench/*.c')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -2,19 +2,24 @@
 # Installs the Debian packages wsgate needs, and only those missing.
 #   scripts/install-deps.sh build   compiler, libraries, and the example backend
 #   scripts/install-deps.sh test    all of the above plus the test tools
+#   scripts/install-deps.sh bench   build, plus nginx, HAProxy and gnuplot
 set -eu
 
 profile=${1:-build}
 
 build_pkgs="gcc make pkg-config meson ninja-build libuv1-dev libhttp-parser-dev libssl-dev
 libjansson-dev python3 python3-websockets"
-test_pkgs="libcmocka-dev python3-pytest python3-pytest-timeout python3-requests clang
-libclang-rt-14-dev procps python3-prometheus-client"
+test_pkgs="libcmocka-dev python3-pytest python3-pytest-timeout python3-pytest-xdist
+python3-requests python3-prometheus-client clang libclang-rt-14-dev procps openssl chromium"
+
+# The benchmark runs the proxies wsgate is measured against.
+bench_pkgs="nginx haproxy gnuplot-nox procps"
 
 case "$profile" in
 build) wanted=$build_pkgs ;;
 test) wanted="$build_pkgs $test_pkgs" ;;
-*) echo "usage: $0 build|test" >&2; exit 2 ;;
+bench) wanted="$build_pkgs $bench_pkgs" ;;
+*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
 missing=""
@@ -23,6 +28,11 @@ for pkg in $wanted; do
         missing="$missing $pkg"
     fi
 done
+# The dashboard's browser test runs playwright-core under node. A node
+# installed some other way (nodesource bundles npm) is as good as Debian's.
+if [ "$profile" = test ] && ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
