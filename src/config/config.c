@@ -846,6 +846,30 @@ static void print_wrapped(FILE *out, const char *text, int indent, int width)
     }
 }
 
+/* Headings of --help, each printed before the option that opens its group
+ * in the option table. */
+static const struct {
+    const char *flag;
+    const char *title;
+} help_sections[] = {
+    {"bind", "Listeners and processes"},
+    {"admin-bind", "Admin API and dashboard"},
+    {"gateway-auth-key", "Authentication and TLS"},
+    {"allowed-origins", "Access control and limits"},
+    {"backend", "Backends, sticky sessions and balancing"},
+    {"drain-mode", "Draining and failover"},
+    {"health-check", "Health checks of configured backends"},
+    {"handshake-timeout", "Connections"},
+    {"log-level", "Logging"},
+};
+
+static void print_section_title(FILE *out, const char *flag)
+{
+    for (size_t i = 0; i < sizeof help_sections / sizeof help_sections[0]; i++)
+        if (strcmp(help_sections[i].flag, flag) == 0)
+            fprintf(out, "%s%s:\n", i ? "\n" : "", help_sections[i].title);
+}
+
 void wsg_config_print_help(void *outp)
 {
     FILE *out = outp;
@@ -855,22 +879,26 @@ void wsg_config_print_help(void *outp)
             "Usage: wsgate [OPTION]...\n"
             "\n"
             "Accepts WebSocket clients on WS_PORT and proxies each, frame by frame, to a\n"
-            "backend of the default service; health and readiness are on WEBSRV_PORT.\n"
+            "backend of the default service, keeping each client on the same backend and\n"
+            "moving it live when that backend dies or is drained. WEBSRV_PORT serves\n"
+            "backend registration, the admin API, /metrics, the dashboard and health.\n"
             "\n"
             "Every option is also an environment variable and a KEY=VALUE line of an env\n"
             "file (--env-file PATH or %s; else ./%s when present).\n"
             "Precedence: flag > environment > file > default. Durations take units\n"
             "(250ms, 10s, 5m, 1h; a bare number is milliseconds); sizes take KiB, MiB, GiB.\n"
             "\n"
-            "Options:\n",
+            "",
             WSG_VERSION, ENV_FILE_VAR, DEFAULT_ENV_FILE);
     for (size_t i = 0; i < wsg_option_count; i++) {
         const wsg_option *o = &wsg_options[i];
+        print_section_title(out, o->flag);
         fprintf(out, "  --%s %s  (env %s, default %s)\n", o->flag, o->metavar, o->env,
                 o->def ? (o->def[0] ? o->def : "empty") : "unset");
         print_wrapped(out, o->help, 8, 78);
     }
     fprintf(out,
+            "\nOther:\n"
             "  %s  (env %s)\n        read options from this KEY=VALUE file\n"
             "  %s\n        show this help and exit\n"
             "  %s\n        show the version and exit\n"
@@ -884,6 +912,7 @@ void wsg_config_print_help(void *outp)
             "  asyncio.run(m())'\n"
             "\n"
             "Signals: SIGTERM or SIGINT stops accepting and drains for SHUTDOWN_TIMEOUT,\n"
-            "then closes every connection with 1001; a second signal ends at once.\n",
+            "then closes every connection with 1001; a second signal ends at once.\n"
+            "SIGHUP reloads the TLS certificates and keys.\n",
             "--env-file PATH", ENV_FILE_VAR, "-h, --help", "-V, --version");
 }

@@ -25,13 +25,18 @@ PYTHON = "/usr/bin/python3"
 PEERS = str(HERE / "peers.py")
 
 # Options of the gateway that the test environment must not leak into a
-# run (a developer's shell may export some of them).
-GATEWAY_ENV = re.compile(
-    r"^(WSGATE_.*|WS_PORT|WEBSRV_PORT|GATEWAY_AUTH_KEY|TRUSTED_PROXIES|UPSTREAMS|HANDSHAKE_TIMEOUT|"
-    r"UPSTREAM_TIMEOUT|PING_INTERVAL|PONG_TIMEOUT|IDLE_TIMEOUT|CLOSE_TIMEOUT|SLOW_CONSUMER_TIMEOUT|"
-    r"SHUTDOWN_TIMEOUT|MAX_MESSAGE_SIZE|MAX_HEADER_SIZE|WRITE_HIGH_WATER|VALIDATE_UTF8|LOG_LEVEL|"
-    r"LOG_FORMAT|REDIS_URL|ADMIN_BIND)$"
-)
+# run (a developer's shell may export some of them): every "(env NAME"
+# that `wsgate --help` lists.
+def _gateway_env_names():
+    try:
+        text = subprocess.run([WSGATE_BIN, "--help"], capture_output=True, text=True,
+                              timeout=10).stdout
+    except OSError:
+        return set()
+    return set(re.findall(r"\(env ([A-Z0-9_]+)", text))
+
+
+GATEWAY_ENV_NAMES = _gateway_env_names()
 
 _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
@@ -44,7 +49,8 @@ def _die_with_parent():
 
 
 def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if not GATEWAY_ENV.match(k)}
+    env = {k: v for k, v in os.environ.items()
+           if k not in GATEWAY_ENV_NAMES and not k.startswith("WSGATE_")}
     env.update(extra or {})
     return env
 

@@ -721,6 +721,17 @@ static void test_help_lists_every_option(void **state)
             expect_contains(text, flag);
             expect_contains(text, wsg_options[i].env);
         }
+        /* Every group heading names an option that exists, so each shows. */
+        static const char *const headings[] = {
+            "Listeners and processes", "Admin API and dashboard", "Authentication and TLS",
+            "Access control and limits", "Backends, sticky sessions and balancing",
+            "Draining and failover", "Health checks of configured backends", "Connections",
+            "Logging"};
+        for (size_t h = 0; h < sizeof(headings) / sizeof(headings[0]); h++) {
+            char line[80];
+            snprintf(line, sizeof(line), "\n%s:\n", headings[h]);
+            expect_contains(text, line);
+        }
         expect_contains(text, "--env-file");
         expect_contains(text, "WSGATE_ENV_FILE");
         expect_contains(text, "--help");
