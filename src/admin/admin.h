@@ -149,6 +149,10 @@ void wsg_health_live(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 void wsg_health_ready(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 void wsg_health_summary(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 
+/* /_pressure: event-loop delay per worker, memory, connections against
+ * limits; 503 with the reasons when one is past its threshold. */
+void wsg_pressure(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
+
 /* register.c: the seed-000 registration API */
 void wsg_api_register(wsg_admin *a, const wsg_request *req, wsg_reply *reply);
 void wsg_api_heartbeat(wsg_admin *a, const wsg_request *req, wsg_reply *reply);

@@ -33,6 +33,7 @@ static const route routes[] = {
     {HTTP_GET, "/healthz", wsg_health_live, PUBLIC | ADMIN},
     {HTTP_GET, "/readyz", wsg_health_ready, PUBLIC | ADMIN},
     {HTTP_GET, "/health", wsg_health_summary, PUBLIC | ADMIN},
+    {HTTP_GET, "/_pressure", wsg_pressure, PUBLIC | ADMIN},
     {HTTP_POST, "/register", wsg_api_register, PUBLIC},
     {HTTP_POST, "/heartbeat", wsg_api_heartbeat, PUBLIC},
     {HTTP_POST, "/unregister", wsg_api_unregister, PUBLIC},

@@ -32,6 +32,9 @@ typedef struct wsg_config {
     char *admin_bind;               /* "" or ADDR:PORT */
     uint64_t dashboard_session_ttl; /* ms */
     uint32_t login_attempts;        /* per minute per address */
+    uint64_t pressure_loop_delay;   /* ms; 0: not a reason for /_pressure 503 */
+    uint64_t pressure_rss;          /* bytes; 0: idem */
+    uint32_t pressure_connections;  /* percent of the connection limit; 0: idem */
 
     /* TLS */
     bool use_tls;        /* WEBSRV_USESSL */

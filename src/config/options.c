@@ -28,6 +28,16 @@ const wsg_option wsg_options[] = {
      "1h", 1000, 604800000, "DURATION", "lifetime of a dashboard login"},
     {"login-attempts", "WSGATE_LOGIN_ATTEMPTS", OPT_UINT, AT(login_attempts), "10", 1, 10000,
      "N", "dashboard login attempts allowed per minute from one address"},
+    {"pressure-max-loop-delay", "WSGATE_PRESSURE_MAX_LOOP_DELAY", OPT_DURATION,
+     AT(pressure_loop_delay), "1s", 0, 3600000, "DURATION",
+     "/_pressure answers 503 when a worker's event loop runs this late (0: never)"},
+    {"pressure-max-rss", "WSGATE_PRESSURE_MAX_RSS", OPT_SIZE, AT(pressure_rss), "0", 0,
+     UINT64_C(1) << 50, "SIZE",
+     "/_pressure answers 503 when the process's resident memory passes this (0: never)"},
+    {"pressure-max-connections", "WSGATE_PRESSURE_MAX_CONNECTIONS", OPT_UINT,
+     AT(pressure_connections), "95", 0, 100, "PERCENT",
+     "/_pressure answers 503 when connections or pending handshakes pass this share of "
+     "their limits (0: never)"},
     {"gateway-auth-key", "GATEWAY_AUTH_KEY", OPT_STRING, AT(auth_key), NULL, 0, 0,
      "KEY", "shared secret of backends and operators, 16+ characters "
      "(unset: a random key is generated and shown once)"},

@@ -300,6 +300,15 @@ struct wsg_worker {
     bool finished;          /* the loop is ending: calls are refused */
     wsg_call *calls;
     wsg_call **calls_tail;
+    /* Event-loop delay: how late the tick timer fires. The worst delay of
+     * the last second (or of this one, when worse) is published for other
+     * threads, with the monotonic time of the last tick so that a loop
+     * stuck right now shows too. */
+    uint64_t tick_due_ms;   /* when the next tick should run */
+    unsigned lag_window_ms; /* worst delay in the window under way */
+    unsigned lag_window_ticks;
+    atomic_uint lag_ms;          /* worst delay of the last full window */
+    atomic_uint_fast64_t ticked_at_ms;
     /* Set by the layer above before start; all run on the worker thread. */
     void (*on_start)(wsg_worker *w);
     void (*on_command)(wsg_worker *w, unsigned commands);
@@ -325,6 +334,10 @@ int wsg_worker_call(wsg_worker *w, void (*fn)(wsg_worker *w, void *arg), void *a
 /* Stops the loop once every handle is closed: call on the worker thread
  * from on_command after closing the layer's own handles. */
 void wsg_worker_finish(wsg_worker *w);
+
+/* The worker's event-loop delay in milliseconds, read from any thread:
+ * the worst of the last second, or how long its loop has been stuck now. */
+unsigned wsg_worker_loop_lag_ms(wsg_worker *w);
 
 /* Waits for the thread and frees the loop and buffers. */
 void wsg_worker_join(wsg_worker *w);

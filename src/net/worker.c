@@ -23,10 +23,49 @@ static void fire_timer(wsg_wheel_node *node, void *ctx)
     t->fire(t);
 }
 
+/* Milliseconds of the monotonic clock, comparable between threads. */
+static uint64_t mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+/* Ticks in one window of the published loop delay (one second). */
+#define LAG_WINDOW_MS 1000
+
+static void measure_lag(wsg_worker *w)
+{
+    uint64_t now = mono_ms();
+    unsigned lag = now > w->tick_due_ms ? (unsigned)(now - w->tick_due_ms) : 0;
+    w->tick_due_ms = now + w->wheel.tick_ms;
+    atomic_store_explicit(&w->ticked_at_ms, now, memory_order_relaxed);
+    if (lag > w->lag_window_ms) {
+        w->lag_window_ms = lag;
+        /* A new worst shows at once; a better second replaces it later. */
+        if (lag > atomic_load_explicit(&w->lag_ms, memory_order_relaxed))
+            atomic_store_explicit(&w->lag_ms, lag, memory_order_relaxed);
+    }
+    if (++w->lag_window_ticks * w->wheel.tick_ms >= LAG_WINDOW_MS) {
+        atomic_store_explicit(&w->lag_ms, w->lag_window_ms, memory_order_relaxed);
+        w->lag_window_ms = 0;
+        w->lag_window_ticks = 0;
+    }
+}
+
 static void on_tick(uv_timer_t *h)
 {
     wsg_worker *w = h->data;
+    measure_lag(w);
     wsg_wheel_advance(&w->wheel, uv_now(&w->loop), fire_timer, NULL);
+}
+
+unsigned wsg_worker_loop_lag_ms(wsg_worker *w)
+{
+    unsigned lag = atomic_load_explicit(&w->lag_ms, memory_order_relaxed);
+    uint64_t due = atomic_load_explicit(&w->ticked_at_ms, memory_order_relaxed) + w->wheel.tick_ms;
+    uint64_t now = mono_ms();
+    if (now > due && now - due > lag)
+        lag = (unsigned)(now - due);
+    return lag;
 }
 
 static void run_calls(wsg_worker *w)
@@ -102,6 +141,10 @@ void wsg_worker_init(wsg_worker *w, unsigned index, uint64_t tick_ms)
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
     wsg_wheel_init(&w->wheel, tick_ms, uv_now(&w->loop));
+    w->lag_window_ms = 0;
+    w->lag_window_ticks = 0;
+    atomic_init(&w->lag_ms, 0);
+    atomic_init(&w->ticked_at_ms, mono_ms());
 }
 
 static void run(void *arg)
@@ -113,6 +156,8 @@ static void run(void *arg)
     wsg_rand_bytes(&w->rng, warm, sizeof(warm));
     uv_update_time(&w->loop);
     w->wheel.cur = uv_now(&w->loop) / w->wheel.tick_ms;
+    w->tick_due_ms = mono_ms() + w->wheel.tick_ms;
+    atomic_store_explicit(&w->ticked_at_ms, mono_ms(), memory_order_relaxed);
     uv_timer_start(&w->tick, on_tick, w->wheel.tick_ms, w->wheel.tick_ms);
     if (w->on_start)
         w->on_start(w);
