@@ -549,8 +549,9 @@ static void log_start(const app *a)
                          s->backends[j]->id);
     }
     if (svc->count == 0)
-        wsg_log_warn("no backends configured: clients get 503 until one is added",
-                     "hint=\"--backend HOST:PORT or UPSTREAMS\"");
+        wsg_log_warn("no backends configured: clients get 503 until one registers",
+                     "hint=\"POST /register from a backend, or --backend HOST:PORT, or "
+                     "UPSTREAMS\"");
 }
 
 static void teardown(app *a)

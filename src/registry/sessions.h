@@ -7,9 +7,10 @@
  * by its last activity and is forgotten after SESSION_TIMEOUT, or earlier
  * when the table is full (the longest idle goes first).
  *
- * Memory per session: sizeof(wsg_session) (72 bytes) + the key + malloc's
- * overhead (16), plus one bucket pointer (8): about 110 bytes for a 16-byte
- * clientId.
+ * Memory per session: sizeof(wsg_session) (48 bytes) + the key, rounded up
+ * to malloc's 16-byte chunks with its 8-byte header, plus one bucket
+ * pointer: 88 bytes per session for a 16-byte clientId, measured with
+ * mallinfo2 over 1,000,000 sessions.
  */
 #ifndef WSG_SESSIONS_H
 #define WSG_SESSIONS_H
