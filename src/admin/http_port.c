@@ -382,7 +382,8 @@ void wsg_admin_accept(wsg_admin *a, int fd, const struct sockaddr_storage *peer,
 {
     if (a->closing_all || !wsg_fd_budget_take(&a->gw->fds, 1)) {
         wsg_proxy_refuse(fd, a->closing_all ? "gateway is shutting down"
-                                            : "gateway is at its file descriptor limit");
+                                            : "gateway is at its file descriptor limit",
+                          tls);
         return;
     }
     http_conn *c = calloc(1, sizeof(*c));

@@ -1,5 +1,7 @@
 #include "core/bucket.h"
 
+#include <math.h>
+
 bool wsg_bucket_take(wsg_bucket *b, double rate, double burst, uint64_t now_ms, uint32_t *wait_ms)
 {
     uint32_t elapsed = (uint32_t)now_ms - b->at_ms;
@@ -13,6 +15,6 @@ bool wsg_bucket_take(wsg_bucket *b, double rate, double burst, uint64_t now_ms, 
     }
     b->tokens = (float)tokens;
     if (wait_ms)
-        *wait_ms = rate > 0 ? (uint32_t)((1.0 - tokens) * 1000.0 / rate) + 1 : UINT32_MAX;
+        *wait_ms = rate > 0 ? (uint32_t)ceil((1.0 - tokens) * 1000.0 / rate) : UINT32_MAX;
     return false;
 }

@@ -62,6 +62,17 @@ void bridge_not_pending(wsg_bridge *b)
     atomic_fetch_sub_explicit(&b->proxy->gw->pending, 1, memory_order_relaxed);
 }
 
+/* Gives back the connection's place in its address's count: when it ends,
+ * not when its socket is finally freed, so that a refused client may try
+ * again at once. */
+static void release_address(wsg_bridge *b)
+{
+    if (b->counted == NULL)
+        return;
+    wsg_clients_release(b->proxy->gw->addresses, b->counted, bridge_now(b));
+    b->counted = NULL;
+}
+
 static void bridge_free(wsg_bridge *b)
 {
     wsg_proxy *p = b->proxy;
@@ -74,8 +85,7 @@ static void bridge_free(wsg_bridge *b)
     if (b->session)
         wsg_sessions_detach(p->gw->sessions, b->session,
                             past(uv_now(&p->worker->loop), b->msg_at));
-    if (b->counted)
-        wsg_clients_release(p->gw->addresses, b->counted, uv_now(&p->worker->loop));
+    release_address(b);
     bridge_not_pending(b);
     free(b->request);
     free(b->agreed);
@@ -298,6 +308,7 @@ void bridge_end(wsg_bridge *b, const char *why)
     }
     b->state = B_ENDING;
     bridge_not_pending(b);
+    release_address(b);
     migrate_abandon_retiring(b);
     b->end_at = stamp(now + config_of(b)->close_timeout);
     if (b->up && wsg_sock_pending(&b->up->sock) == 0)

@@ -9,8 +9,14 @@
 
 /* ---- accepting ---------------------------------------------------------- */
 
-void wsg_proxy_refuse(int fd, const char *message)
+void wsg_proxy_refuse(int fd, const char *message, bool tls)
 {
+    if (tls) {
+        /* Cleartext inside a TLS stream reads as garbage ("wrong version
+         * number"), and a handshake costs more than refusing saves: close. */
+        close(fd);
+        return;
+    }
     char answer[512];
     size_t n = wsg_http_error_response(answer, sizeof(answer), 503, "Retry-After: 1\r\n", message);
     ssize_t rc = send(fd, answer, n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -18,7 +24,7 @@ void wsg_proxy_refuse(int fd, const char *message)
     close(fd);
 }
 
-static void refuse(wsg_proxy *p, int fd, const char *why)
+static void refuse(wsg_proxy *p, int fd, bool tls, const char *why)
 {
     uint64_t now = uv_now(&p->worker->loop);
     wsg_count(&p->counters, WSG_C_CONNECTIONS_REFUSED, 1);
@@ -29,18 +35,18 @@ static void refuse(wsg_proxy *p, int fd, const char *why)
                      p->worker->index, why,
                      atomic_load_explicit(&p->gw->clients, memory_order_relaxed));
     }
-    wsg_proxy_refuse(fd, why);
+    wsg_proxy_refuse(fd, why, tls);
 }
 
 void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls)
 {
     wsg_gateway *gw = p->gw;
     if (p->closing_all || atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
-        refuse(p, fd, "gateway is shutting down");
+        refuse(p, fd, tls, "gateway is shutting down");
         return;
     }
     if (!wsg_fd_budget_take(&gw->fds, 2)) {
-        refuse(p, fd, "gateway is at its file descriptor limit");
+        refuse(p, fd, tls, "gateway is at its file descriptor limit");
         return;
     }
     long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
@@ -53,7 +59,7 @@ void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer,
     if (why || (b = bridge_create(p, fd, peer)) == NULL) {
         atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
         wsg_fd_budget_give(&gw->fds, 2);
-        refuse(p, fd, why ? why : "out of memory");
+        refuse(p, fd, tls, why ? why : "out of memory");
         return;
     }
     if (tls && wsg_sock_tls_accept(&b->client, gw->tls) < 0)

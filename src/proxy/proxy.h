@@ -114,8 +114,8 @@ void wsg_proxy_each_connection(wsg_proxy *p,
 unsigned wsg_proxy_disconnect(wsg_proxy *p, wsg_str client_id, uint64_t conn_id, uint16_t code,
                               const char *reason);
 
-/* Writes a short 503 answer to a descriptor we cannot serve and closes it;
- * never blocks. */
-void wsg_proxy_refuse(int fd, const char *message);
+/* Writes a short 503 answer to a descriptor we cannot serve and closes it
+ * (on a TLS listener only closes it); never blocks. */
+void wsg_proxy_refuse(int fd, const char *message, bool tls);
 
 #endif

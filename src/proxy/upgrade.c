@@ -61,6 +61,11 @@ void upgrade_answer(wsg_bridge *b, int status, const char *extra_headers, const 
     wsg_count(&b->proxy->counters,
               status >= 500 ? WSG_C_HANDSHAKES_FAILED : WSG_C_HANDSHAKES_REJECTED, 1);
     bridge_release_upstream(b);
+    if (b->client.tls_handshaking) {
+        /* No TLS session to answer in yet (a TLS slowloris): just close. */
+        bridge_end(b, message);
+        return;
+    }
     size_t n = wsg_http_error_response(answer, sizeof(answer), status, extra_headers, message);
     b->flags |= BF_LINGER;
     if (bridge_write_client(b, answer, n) == 0)
