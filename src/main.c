@@ -242,6 +242,7 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     a->stage = DRAINING;
+    atomic_store(&a->gw.stopping, true);
     atomic_store(&a->gw.draining, true);
     a->drain_deadline = uv_now(a->loop) + a->cfg.shutdown_timeout;
     wsg_log_info("shutdown requested: no new connections, draining", "signal=%s connections=%u "
@@ -495,6 +496,7 @@ static int setup(app *a)
     a->gw.started_ms = wall_ms();
     atomic_init(&a->gw.clients, 0);
     atomic_init(&a->gw.draining, false);
+    atomic_init(&a->gw.stopping, false);
     RAND_bytes(a->gw.ping_token, sizeof(a->gw.ping_token));
     /* SHA-1 is fetched from OpenSSL's providers once, on first use: do it
      * now, so the first handshake is not the one that pays. */

@@ -86,6 +86,7 @@ typedef struct wsg_request {
     size_t body_len;
     const wsg_peer *peer;
     wsg_http_conn *conn;
+    bool tls; /* the request came over TLS */
 } wsg_request;
 
 void wsg_admin_init(wsg_admin *a, wsg_gateway *gw, wsg_admin_shared *shared, wsg_worker *w,

@@ -71,6 +71,11 @@ static void set_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply, bo
         return;
     }
     if (id == NULL) {
+        if (!on && atomic_load(&a->gw->stopping)) {
+            json_decref(body);
+            wsg_reply_error(reply, 409, "the gateway is shutting down: it cannot be taken back");
+            return;
+        }
         atomic_store(&a->gw->draining, on);
         unsigned sessions = wsg_gateway_connections(a->gw);
         wsg_log_info(on ? "gateway draining: new clients refused" : "gateway taken back",

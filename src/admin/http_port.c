@@ -185,23 +185,25 @@ static void route_request(http_conn *c, wsg_reply *reply)
         .body = c->body ? (const char *)wsg_buf_begin(c->body) : "",
         .body_len = wsg_buf_len(c->body),
         .peer = &c->peer,
+        .tls = wsg_sock_ssl(&c->sock) != NULL,
         .conn = c,
     };
-    bool path_known = false;
+    const char *allowed = NULL; /* the Allow header of a known path */
     bool separate = c->admin->gw->cfg->admin_bind[0] != '\0';
     int here = !separate ? PUBLIC | ADMIN : c->admin_port ? ADMIN : PUBLIC;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (!wsg_str_eq(h->path, wsg_str_cstr(routes[i].path)) || !(routes[i].where & here))
             continue;
-        path_known = true;
+        allowed = routes[i].method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
         bool get = routes[i].method == HTTP_GET;
         if (h->method == routes[i].method || (get && h->method == HTTP_HEAD)) {
             routes[i].handler(c->admin, &req, reply);
             return;
         }
     }
-    if (path_known) {
+    if (allowed) {
         wsg_reply_error(reply, 405, "method not allowed on this path");
+        reply->extra_headers = allowed;
         return;
     }
     wsg_reply_error(reply, 404, "not found");

@@ -2,7 +2,7 @@
  *
  *   POST /api/login  {"authKey": KEY} -> {"success": true, "sessionToken": T}
  *                    and cookie dashboard_session=T (HttpOnly, SameSite=Strict,
- *                    DASHBOARD_SESSION_TTL); wrong key -> 401; too many tries
+ *                    Secure over TLS, DASHBOARD_SESSION_TTL); wrong key -> 401; too many tries
  *                    from one address -> 429 with Retry-After
  *   POST /api/logout -> {"success": true}; the session ends
  *   GET /api/history -> connections and messages per second, one point every
@@ -220,8 +220,9 @@ void wsg_api_login(wsg_admin *a, const wsg_request *req, wsg_reply *reply)
     wsg_log_info("dashboard login", "client=%s", client);
     snprintf(cookie, sizeof(cookie),
              "Set-Cookie: dashboard_session=%s; Path=/; Max-Age=%llu; HttpOnly; "
-             "SameSite=Strict\r\n",
-             token, (unsigned long long)(cfg->dashboard_session_ttl / 1000));
+             "SameSite=Strict%s\r\n",
+             token, (unsigned long long)(cfg->dashboard_session_ttl / 1000),
+             req->tls ? "; Secure" : "");
     wsg_reply_json(reply, 200, json_pack("{s:b, s:s}", "success", 1, "sessionToken", token));
     reply->extra_headers = cookie;
     OPENSSL_cleanse(token, sizeof(token));
@@ -236,6 +237,8 @@ void wsg_api_logout(wsg_admin *a, const wsg_request *req, wsg_reply *reply)
         memset(l, 0, sizeof(*l));
     pthread_mutex_unlock(&a->shared->lock);
     wsg_reply_json(reply, 200, json_pack("{s:b, s:s}", "success", 1, "message", "Logged out"));
-    reply->extra_headers = "Set-Cookie: dashboard_session=; Path=/; Max-Age=0; HttpOnly; "
-                           "SameSite=Strict\r\n";
+    reply->extra_headers = req->tls ? "Set-Cookie: dashboard_session=; Path=/; Max-Age=0; "
+                                      "HttpOnly; SameSite=Strict; Secure\r\n"
+                                    : "Set-Cookie: dashboard_session=; Path=/; Max-Age=0; "
+                                      "HttpOnly; SameSite=Strict\r\n";
 }

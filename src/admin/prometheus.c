@@ -107,8 +107,9 @@ static int gateway_names(wsg_buf **out, const wsg_admin *a, const totals *t, uns
          WSG_C_CONNECTIONS_OPENED},
         {"wsgate_connections_closed_total", "WebSocket sessions ended", WSG_C_CONNECTIONS_CLOSED},
         {"wsgate_connections_refused_total",
-         "Clients turned away at the descriptor or connection limit", WSG_C_CONNECTIONS_REFUSED},
-        {"wsgate_handshakes_rejected_total", "Upgrade requests answered 4xx",
+         "Clients turned away at accept: descriptor, connection or pending-handshake limit, "
+         "drain or shutdown", WSG_C_CONNECTIONS_REFUSED},
+        {"wsgate_handshakes_rejected_total", "Upgrades refused: a 4xx of the gateway's, or the backend's own non-101 answer",
          WSG_C_HANDSHAKES_REJECTED},
         {"wsgate_handshakes_failed_total",
          "Upgrades that failed on the backend side (502, 503, 504)", WSG_C_HANDSHAKES_FAILED},
@@ -125,7 +126,8 @@ static int gateway_names(wsg_buf **out, const wsg_admin *a, const totals *t, uns
          WSG_C_MIGRATIONS_FAILED},
         {"wsgate_migration_dropped_messages_total", "Client messages cut by a move and dropped",
          WSG_C_MIGRATION_DROPPED},
-        {"wsgate_migration_lost_bytes_total", "Bytes queued for a failed backend, lost with it",
+        {"wsgate_migration_lost_bytes_total", "Client bytes lost in moves: queued for a failed backend, or held for a session that "
+         "could not move",
          WSG_C_MIGRATION_LOST_BYTES},
         {"wsgate_http_requests_total", "Requests served on the HTTP port",
          WSG_C_HTTP_REQUESTS},

@@ -260,7 +260,7 @@ static void complete(pending *p, const struct sockaddr_storage *addr, socklen_t 
     int rc = wsg_registry_register(p->admin->gw->registry, &p->spec, addr, addrlen, err,
                                    sizeof(err));
     if (rc < 0) {
-        wsg_reply_error(reply, 400, err);
+        wsg_reply_error(reply, rc == WSG_REGISTER_CONFLICT ? 409 : 400, err);
         return;
     }
     wsg_reply_json(reply, 200,

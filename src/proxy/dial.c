@@ -148,9 +148,7 @@ static void failed(wsg_bridge *b, const char *why)
         return;
     }
     wsg_backend *backend = b->up->backend;
-    wsg_backend_mark_suspect(backend, bridge_now(b), 2000);
-    wsg_log_warn("backend unreachable", "backend=%s conn=%llu why=\"%s\"", backend->id,
-                 (unsigned long long)b->id, why);
+    proxy_backend_failed(b, backend, "backend unreachable", why);
     wsg_backend_ref(backend);
     bridge_release_upstream(b);
     upgrade_dial_failed(b, backend);
@@ -161,13 +159,11 @@ static void failed(wsg_bridge *b, const char *why)
 static void wrong_answer(wsg_bridge *b, const char *why)
 {
     wsg_backend_count(&stats_of(b)->handshakes_failed, 1);
-    wsg_log_warn("backend answered the upgrade wrongly", "backend=%s conn=%llu why=\"%s\"",
-                 b->up->backend->id, (unsigned long long)b->id, why);
+    proxy_backend_failed(b, b->up->backend, "backend answered the upgrade wrongly", why);
     if (b->mig) {
         migrate_dial_failed(b, why);
         return;
     }
-    wsg_backend_mark_suspect(b->up->backend, bridge_now(b), 2000);
     upgrade_answer(b, 502, "", "backend answered the upgrade wrongly");
 }
 
@@ -256,12 +252,8 @@ static void switched(wsg_bridge *b)
     uh->raw = NULL;
     if (b->mig) {
         if (!same_choices(b, protocol, extensions)) {
-            wsg_log_warn("backend will not continue the session", "backend=%s conn=%llu "
-                         "why=\"other subprotocol or deflate parameters\"",
-                         u->backend->id, (unsigned long long)b->id);
-            bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "new backend disagreed on extensions",
-                              WSG_WS_CLOSE_GOING_AWAY, "session abandoned",
-                              "new backend disagreed on extensions");
+            migrate_give_up(b, WSG_WS_CLOSE_INTERNAL,
+                            "new backend chose another subprotocol or deflate parameters");
             wsg_buf_free(&raw);
             return;
         }

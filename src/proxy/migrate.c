@@ -37,6 +37,8 @@
 #define RETRY_MS 200
 /* Longest random delay before a moving session's first dial. */
 #define MAX_JITTER_MS 500
+/* Longest pause between two failed dials of one moving session. */
+#define MAX_RETRY_BACKOFF_MS 1000
 
 static uint32_t random_below(wsg_bridge *b, uint32_t n)
 {
@@ -81,13 +83,14 @@ void migrate_free(wsg_bridge *b)
     b->mig = NULL;
 }
 
-/* Ends a move that cannot succeed. */
-static void give_up(wsg_bridge *b, uint16_t code, const char *reason)
+void migrate_give_up(wsg_bridge *b, uint16_t code, const char *reason)
 {
     wsg_count(&b->proxy->counters, WSG_C_MIGRATIONS_FAILED, 1);
-    wsg_log_warn("session could not move", "conn=%llu from=%s code=%u why=\"%s\"",
-                 (unsigned long long)b->id, b->mig && b->mig->left ? b->mig->left->id : "-", code,
-                 reason);
+    wsg_count(&b->proxy->counters, WSG_C_MIGRATION_LOST_BYTES,
+              b->mig ? wsg_buf_len(b->mig->hold) : 0);
+    wsg_log_warn("session could not move", "conn=%llu from=%s to=%s code=%u why=\"%s\"",
+                 (unsigned long long)b->id, b->mig && b->mig->left ? b->mig->left->id : "-",
+                 b->up && b->up->backend ? b->up->backend->id : "-", code, reason);
     migrate_free(b);
     bridge_close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "session abandoned", reason);
 }
@@ -171,7 +174,7 @@ static void try_dial(wsg_bridge *b, uint64_t now)
     m->dials++;
     int rc = dial_start(b, next, m->left->id);
     if (rc < 0) {
-        wsg_backend_mark_suspect(next, now, 2000);
+        wsg_backend_mark_suspect(next, now, SUSPECT_MS);
         wsg_backend_release(next);
         m->not_before = now + 10;
         return;
@@ -190,7 +193,7 @@ void migrate_on_timer(wsg_bridge *b, uint64_t now)
             return;
     }
     if (now >= m->deadline) {
-        give_up(b, WSG_WS_CLOSE_TRY_LATER, "no backend available");
+        migrate_give_up(b, WSG_WS_CLOSE_TRY_LATER, "no backend available");
         return;
     }
     if (!m->dialing && !m->ready && now >= m->not_before)
@@ -213,18 +216,22 @@ void migrate_dial_failed(wsg_bridge *b, const char *why)
     migration *m = b->mig;
     wsg_upstream *u = b->up;
     uint64_t now = bridge_now(b);
-    if (u && u->backend) {
-        wsg_backend_mark_suspect(u->backend, now, 2000);
-        wsg_log_warn("backend unreachable", "backend=%s conn=%llu why=\"%s\"", u->backend->id,
-                     (unsigned long long)b->id, why);
-    }
+    if (u && u->backend)
+        proxy_backend_failed(b, u->backend, "backend unreachable", why);
     bridge_release_upstream(b);
     if (m->dialing) {
         m->dialing = false;
         b->proxy->dials_in_flight--;
     }
     m->ready = false;
-    m->not_before = now + 10 + random_below(b, 40);
+    /* The next backend at once, but a session that keeps failing (every
+     * backend left is suspect: tried as a last resort) backs off, doubling
+     * up to a second. */
+    uint32_t shift = m->dials < 7 ? m->dials : 7;
+    uint32_t backoff = 10u << shift;
+    if (backoff > MAX_RETRY_BACKOFF_MS)
+        backoff = MAX_RETRY_BACKOFF_MS;
+    m->not_before = now + backoff / 2 + random_below(b, backoff / 2 + 1);
     bridge_arm(b, m->not_before);
 }
 
@@ -291,7 +298,7 @@ void migrate_retired(wsg_bridge *b)
         /* It stopped in the middle of a message to the client. */
         m->retiring = NULL;
         bridge_close_upstream(r);
-        give_up(b, WSG_WS_CLOSE_INTERNAL, "backend failed mid-message");
+        migrate_give_up(b, WSG_WS_CLOSE_INTERNAL, "backend failed mid-message");
         return;
     }
     m->retiring = NULL;

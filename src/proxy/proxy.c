@@ -24,6 +24,17 @@ void wsg_proxy_refuse(int fd, const char *message, bool tls)
     close(fd);
 }
 
+void proxy_backend_failed(wsg_bridge *b, wsg_backend *backend, const char *what,
+                          const char *why)
+{
+    uint64_t now = bridge_now(b);
+    bool known = atomic_load_explicit(&backend->suspect_until, memory_order_relaxed) > now;
+    wsg_backend_mark_suspect(backend, now, SUSPECT_MS);
+    if (!known)
+        wsg_log_warn(what, "backend=%s conn=%llu why=\"%s\"", backend->id,
+                     (unsigned long long)b->id, why);
+}
+
 static void refuse(wsg_proxy *p, int fd, bool tls, const char *why)
 {
     uint64_t now = uv_now(&p->worker->loop);
@@ -41,8 +52,12 @@ static void refuse(wsg_proxy *p, int fd, bool tls, const char *why)
 void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls)
 {
     wsg_gateway *gw = p->gw;
-    if (p->closing_all || atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
+    if (p->closing_all || atomic_load_explicit(&gw->stopping, memory_order_relaxed)) {
         refuse(p, fd, tls, "gateway is shutting down");
+        return;
+    }
+    if (atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
+        refuse(p, fd, tls, "gateway is drained: try another instance");
         return;
     }
     if (!wsg_fd_budget_take(&gw->fds, 2)) {
@@ -112,7 +127,8 @@ void wsg_proxy_backends_changed(wsg_proxy *p)
             migrate_begin(b, "backend out of service", false);
             break;
         case WSG_BACKEND_DRAINING:
-            if (finish && mono < atomic_load_explicit(&backend->drain_since,
+            if (finish && !atomic_load_explicit(&backend->unregistered, memory_order_relaxed) &&
+                mono < atomic_load_explicit(&backend->drain_since,
                                                       memory_order_relaxed) + cfg->drain_timeout)
                 break;
             b->flags |= BF_DRAIN_PENDING;
@@ -178,12 +194,17 @@ unsigned wsg_proxy_disconnect(wsg_proxy *p, wsg_str client_id, uint64_t conn_id,
         bool match = conn_id ? b->id == conn_id
                              : b->session && wsg_str_eq(client_id, wsg_str_make(b->session->key,
                                                                                 b->session->key_len));
-        if (!match || b->state == B_ENDING)
+        if (!match || b->state == B_ENDING || b->state == B_ANSWERING)
             continue;
+        n++;
+        if (b->state == B_REQUEST || b->state == B_CONNECTING) {
+            /* Not a WebSocket yet: the client can only read HTTP. */
+            upgrade_answer(b, 503, "", "connection closed by an operator");
+            continue;
+        }
         wsg_log_info("connection closed by an operator", "conn=%llu code=%u",
                      (unsigned long long)b->id, code);
         bridge_close_client(b, code, reason);
-        n++;
     }
     return n;
 }

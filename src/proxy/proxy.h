@@ -33,7 +33,8 @@ typedef struct wsg_gateway {
     wsg_cidr *trusted;       /* proxies whose X-Forwarded-For is believed */
     size_t trusted_count;
     uint8_t ping_token[4];   /* marks the gateway's own pings */
-    atomic_bool draining;    /* shutting down: no new sessions, readiness 503 */
+    atomic_bool draining;    /* drained or shutting down: no new sessions, readiness 503 */
+    atomic_bool stopping;    /* shutting down (SIGTERM): an undrain cannot undo it */
     uint64_t started_ms;     /* wall clock, for uptime */
     struct wsg_proxy **proxies; /* every worker's share, for totals */
     unsigned proxy_count;

@@ -91,6 +91,9 @@ typedef struct client_hs {
 } client_hs;
 
 /* A session between two backends (migrate.c). Allocated only then. */
+/* A backend whose dial failed is avoided for this long. */
+#define SUSPECT_MS 2000
+
 typedef struct migration {
     wsg_backend *left;   /* the backend the session left (a reference) */
     struct wsg_upstream *retiring; /* a drained backend finishing its answers */
@@ -179,6 +182,13 @@ void bridge_release_upstream(wsg_bridge *b);
 int bridge_write_client(wsg_bridge *b, const void *data, size_t len);
 void bridge_on_upstream_event(wsg_sock *s, int status, int events);
 
+/* proxy.c */
+/* Marks a backend suspect after a failed dial or answer and logs `what`,
+ * once while it stays suspect: a dead backend's many sessions do not each
+ * say so. */
+void proxy_backend_failed(wsg_bridge *b, wsg_backend *backend, const char *what,
+                          const char *why);
+
 /* migrate.c */
 bool migrate_possible(const wsg_bridge *b);
 void migrate_begin(wsg_bridge *b, const char *why, bool graceful);
@@ -188,6 +198,9 @@ void migrate_switched(wsg_bridge *b, const uint8_t *early, size_t n);
 void migrate_retired(wsg_bridge *b);
 void migrate_abandon_retiring(wsg_bridge *b);
 void migrate_dial_failed(wsg_bridge *b, const char *why);
+/* Ends a move that cannot succeed: the client gets `code`, what was held
+ * for it is counted as lost. */
+void migrate_give_up(wsg_bridge *b, uint16_t code, const char *reason);
 int migrate_hold(wsg_bridge *b, const uv_buf_t *bufs, unsigned n);
 bool migrate_hold_full(const wsg_bridge *b);
 void migrate_check_drain(wsg_bridge *b);

@@ -19,8 +19,6 @@
 #include "core/log.h"
 #include "proxy/proxy_int.h"
 
-/* A backend whose dial failed is avoided for this long. */
-#define SUSPECT_MS 2000
 /* Dials per session before the client gets 502. */
 #define MAX_DIALS 3
 
@@ -369,9 +367,7 @@ static void dial_next(wsg_bridge *b, const wsg_backend *avoid)
             bridge_arm(b, hs->deadline);
             return;
         }
-        wsg_backend_mark_suspect(backend, bridge_now(b), SUSPECT_MS);
-        wsg_log_warn("backend unreachable", "backend=%s conn=%llu why=\"%s\"", backend->id,
-                     (unsigned long long)b->id, uv_strerror(rc));
+        proxy_backend_failed(b, backend, "backend unreachable", uv_strerror(rc));
         wsg_backend_release(backend);
         avoid = backend;
     }
@@ -633,11 +629,9 @@ void upgrade_timeout(wsg_bridge *b)
         return;
     }
     if (b->state == B_CONNECTING) {
-        if (b->up) {
-            wsg_backend_mark_suspect(b->up->backend, now, SUSPECT_MS);
-            wsg_log_warn("backend did not answer the upgrade in time", "backend=%s conn=%llu",
-                         b->up->backend->id, (unsigned long long)b->id);
-        }
+        if (b->up)
+            proxy_backend_failed(b, b->up->backend, "backend did not answer the upgrade in time",
+                                 "upstream timeout");
         upgrade_answer(b, 504, "", "backend did not answer in time");
         return;
     }

@@ -133,6 +133,7 @@ static wsg_backend *backend_new(wsg_registry *r, const wsg_backend_spec *spec,
     atomic_init(&b->sticky, 0);
     atomic_init(&b->refs, 1);
     atomic_init(&b->state, WSG_BACKEND_UP);
+    atomic_init(&b->unregistered, false);
     atomic_init(&b->active, 0);
     atomic_init(&b->suspect_until, 0);
     atomic_init(&b->latency_us, 0);
@@ -553,7 +554,13 @@ int wsg_registry_register(wsg_registry *r, const wsg_backend_spec *spec,
     pthread_mutex_lock(&r->lock);
     wsg_service *old_svc = NULL;
     wsg_backend *old = find_backend(r, spec->id, &old_svc);
-    if (old && !old->is_static && strcmp(old_svc->name, service) == 0 &&
+    if (old && old->is_static) {
+        pthread_mutex_unlock(&r->lock);
+        snprintf(err, errlen, "id: \"%s\" is a configured backend (--backend or UPSTREAMS); "
+                 "register under another id", spec->id);
+        return WSG_REGISTER_CONFLICT;
+    }
+    if (old && strcmp(old_svc->name, service) == 0 &&
         same_address(old, spec)) {
         /* The same backend again (a restart, or a retry): refresh it. */
         free(old->public_host);
@@ -613,8 +620,12 @@ int wsg_registry_unregister(wsg_registry *r, const char *id)
     wsg_backend *b = find_backend(r, id, &s);
     unsigned sessions = 0;
     if (b) {
+        /* A backend that unregisters is still alive: its sessions retire
+         * from it as from a drained one, so its last answers are not lost. */
         sessions = atomic_load_explicit(&b->active, memory_order_relaxed);
-        take_down(s, b);
+        atomic_store_explicit(&b->unregistered, true, memory_order_relaxed);
+        atomic_store_explicit(&b->state, WSG_BACKEND_DRAINING, memory_order_release);
+        service_remove(s, b);
     }
     pthread_mutex_unlock(&r->lock);
     if (b == NULL)
@@ -624,6 +635,18 @@ int wsg_registry_unregister(wsg_registry *r, const char *id)
     return 0;
 }
 
+/* Drains or takes back b. A backend that is down stays down (its checks
+ * or heartbeats bring it back) and comes back in the state asked for.
+ * Caller holds the lock. */
+static void set_drained(wsg_backend *b, bool on)
+{
+    b->drained = on;
+    atomic_store_explicit(&b->drain_since, wsg_registry_mono_ms(), memory_order_relaxed);
+    if (wsg_backend_state_of(b) != WSG_BACKEND_DOWN)
+        atomic_store_explicit(&b->state, on ? WSG_BACKEND_DRAINING : WSG_BACKEND_UP,
+                              memory_order_release);
+}
+
 long wsg_registry_drain(wsg_registry *r, const char *id, bool on)
 {
     pthread_mutex_lock(&r->lock);
@@ -631,9 +654,7 @@ long wsg_registry_drain(wsg_registry *r, const char *id, bool on)
     long sessions = -1;
     if (b) {
         sessions = (long)atomic_load_explicit(&b->active, memory_order_relaxed);
-        atomic_store_explicit(&b->drain_since, wsg_registry_mono_ms(), memory_order_relaxed);
-        atomic_store_explicit(&b->state, on ? WSG_BACKEND_DRAINING : WSG_BACKEND_UP,
-                              memory_order_release);
+        set_drained(b, on);
     }
     pthread_mutex_unlock(&r->lock);
     if (b == NULL)
@@ -654,12 +675,10 @@ long wsg_registry_drain_group(wsg_registry *r, const char *group, bool on, size_
         wsg_service *s = r->services[i];
         for (size_t j = 0; j < s->count; j++) {
             wsg_backend *b = s->backends[j];
-            if (strcmp(b->group, group) != 0 || wsg_backend_state_of(b) == WSG_BACKEND_DOWN)
+            if (strcmp(b->group, group) != 0)
                 continue;
             sessions += (long)atomic_load_explicit(&b->active, memory_order_relaxed);
-            atomic_store_explicit(&b->drain_since, wsg_registry_mono_ms(), memory_order_relaxed);
-            atomic_store_explicit(&b->state, on ? WSG_BACKEND_DRAINING : WSG_BACKEND_UP,
-                                  memory_order_release);
+            set_drained(b, on);
             (*backends)++;
         }
     }
@@ -722,14 +741,15 @@ void wsg_registry_check_result(wsg_registry *r, wsg_backend *b, bool ok, unsigne
         if (b->check_ok < 255)
             b->check_ok++;
         if (st == WSG_BACKEND_DOWN && b->check_ok >= rise) {
-            atomic_store_explicit(&b->state, WSG_BACKEND_UP, memory_order_release);
+            atomic_store_explicit(&b->state, b->drained ? WSG_BACKEND_DRAINING : WSG_BACKEND_UP,
+                                  memory_order_release);
             changed = true;
         }
     } else {
         b->check_ok = 0;
         if (b->check_fail < 255)
             b->check_fail++;
-        if (st == WSG_BACKEND_UP && b->check_fail >= fall) {
+        if (st != WSG_BACKEND_DOWN && b->check_fail >= fall) {
             atomic_store_explicit(&b->state, WSG_BACKEND_DOWN, memory_order_release);
             changed = true;
         }

@@ -61,6 +61,8 @@ typedef struct wsg_backend {
     atomic_uint_fast64_t migrations_out; /* sessions moved away from it */
     atomic_uint_fast64_t drain_since;    /* monotonic ms draining began */
     atomic_uint sticky;                  /* sticky sessions pointing at it */
+    atomic_bool unregistered;            /* it said goodbye: its sessions move now,
+                                            losslessly, whatever the drain mode */
     wsg_backend_stats *stats;            /* one per worker */
 
     /* Fixed at creation. */
@@ -91,6 +93,7 @@ typedef struct wsg_backend {
     bool heartbeat_late; /* "missed heartbeat" already logged */
     uint8_t check_ok;    /* consecutive passed health checks */
     uint8_t check_fail;  /* consecutive failed health checks */
+    bool drained;        /* locked: an operator drained it (kept while it is down) */
 } wsg_backend;
 
 typedef struct wsg_service {
@@ -177,8 +180,10 @@ bool wsg_registry_name_valid(wsg_str name);
 
 /* Registers a backend, or updates one with the same id: the address given
  * must already be resolved (addr/addrlen for the WebSocket port; the HTTP
- * port uses the same host). Returns 1 when created, 0 when updated, or -1
- * with err set (a reserved service name). */
+ * port uses the same host). Returns 1 when created, 0 when updated, or a
+ * negative value with err set: -1 for a reserved service name,
+ * WSG_REGISTER_CONFLICT for the id of a configured backend. */
+#define WSG_REGISTER_CONFLICT (-2)
 int wsg_registry_register(wsg_registry *r, const wsg_backend_spec *spec,
                           const struct sockaddr_storage *addr, socklen_t addrlen, char *err,
                           size_t errlen);

@@ -4,7 +4,7 @@ Run as a separate process by the tests (never imported by the gateway):
 
     /usr/bin/python3 peers.py MODE --events FILE [options]
 
-The backend binds 127.0.0.1 port 0, prints "PORT <n>" on its first stdout
+The backend binds 127.0.0.1 port --port (default 0: any), prints "PORT <n>" on its first stdout
 line, then serves until it is killed. Everything it observes is appended to
 the events file as one JSON object per line, so that a test can wait for
 "the backend saw close 4001" without sharing memory with it.
@@ -80,7 +80,7 @@ async def serve_ws(args, handler, process_request=None):
     server = await websockets.serve(
         handler,
         "127.0.0.1",
-        0,
+        args.port,
         max_size=None,
         compression=None if args.no_deflate else "deflate",
         max_queue=None if args.mode == "echo" else 32,
@@ -187,7 +187,7 @@ async def serve_raw(args, ev):
             ev.emit(ev="key", key=key.decode())
         await writer.drain()
 
-    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    server = await asyncio.start_server(on_conn, "127.0.0.1", args.port)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     await asyncio.Future()
 
@@ -204,6 +204,7 @@ async def main():
     p.add_argument("--total", type=int, default=200 * 1024 * 1024)
     p.add_argument("--chunk", type=int, default=64 * 1024)
     p.add_argument("--progress", default=os.devnull)
+    p.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     args = p.parse_args()
     ev = Events(args.events, args.name)
     if args.mode in ("silent", "garbage", "badaccept", "hangup"):

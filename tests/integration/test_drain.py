@@ -14,10 +14,11 @@ import time
 
 import pytest
 import requests
+import websockets
 
 from fleet import (FAST, Fleet, Streamer, bearer, check_stream, open_clients, post, servers,
                    stats, wait_until, whoami)
-from harness import run
+from harness import run, wait_for
 
 
 @pytest.fixture
@@ -143,13 +144,11 @@ def test_drain_moves_sessions_without_loss_and_undrain_takes_back(make_gateway, 
 
 
 @pytest.mark.timeout(60)
-def test_drain_loses_no_answer_in_flight(make_gateway, seeds):
+def lockstep_move(g, backends, paths, leave):
     """Request-response traffic: each client sends its next number the
     moment the answer to the previous one arrives, so nearly always one is
-    at the backend. The move must wait for that answer, not drop it."""
-    g = make_gateway(args=FAST)
-    backends = [seeds(g, "l0", *SLOW_WORK), seeds(g, "l1", *SLOW_WORK)]
-    paths = seq_paths(20, "ls")
+    at the backend when `leave()` sends l0's sessions away. The move must
+    wait for that answer, not drop it."""
 
     async def body():
         clients = await open_clients(g.ws_port, paths)
@@ -159,7 +158,7 @@ def test_drain_loses_no_answer_in_flight(make_gateway, seeds):
             await wait_until(lambda: all(len(c.echoes()) >= 3 for c in clients), 10,
                              "traffic on every client")
             on_l0 = [c for c in clients if c.echoes()[0][1] == "l0"]
-            drain(g, {"serverId": "l0"})
+            leave()
             await asyncio.sleep(1.5)
             for c in clients:
                 c.stop_lockstep()
@@ -177,9 +176,26 @@ def test_drain_loses_no_answer_in_flight(make_gateway, seeds):
         if c.echoes()[-1][2] != last:
             stalled.append(f"{paths[i]}: no answer to {last} after {c.echoes()[-1][2]} from "
                            f"{c.servers()[-1]}: {fate(backends, paths[i], last)}")
-    assert not stalled, (f"{len(stalled)} of {len(on_l0)} drained sessions lost an answer:\n"
+    assert not stalled, (f"{len(stalled)} of {len(on_l0)} moved sessions lost an answer:\n"
                          + "\n".join(stalled))
     check_moved(clients, paths, on_l0, {"l0"}, {"l1"}, backends)
+
+
+def test_drain_loses_no_answer_in_flight(make_gateway, seeds):
+    g = make_gateway(args=FAST)
+    backends = [seeds(g, "l0", *SLOW_WORK), seeds(g, "l1", *SLOW_WORK)]
+    lockstep_move(g, backends, seq_paths(20, "ls"), lambda: drain(g, {"serverId": "l0"}))
+
+
+def test_unregister_loses_no_answer_in_flight(make_gateway, seeds):
+    """A backend that unregisters (before it stops) is left like a drained
+    one: what it still answers reaches the clients. (l0 sends no heartbeats,
+    which would register it again.)"""
+    g = make_gateway(args=["--heartbeat-interval", "200", "--server-timeout", "30s"])
+    backends = [seeds(g, "l0", "--no-heartbeat", *SLOW_WORK), seeds(g, "l1", *SLOW_WORK)]
+    lockstep_move(g, backends, seq_paths(20, "lu"),
+                  lambda: drain(g, {"serverId": "l0"}, path="/unregister"))
+    assert set(servers(g)) == {"l1"}
 
 
 def test_drain_api_errors(make_gateway, seeds):
@@ -296,3 +312,35 @@ def test_drain_mode_finish_waits_for_the_drain_timeout(make_gateway, seeds):
     assert len(arrived) == len(on_f0)
     for t in arrived:
         assert 1.5 - 0.1 <= t - t_drain <= 1.5 + 1.0, f"moved {t - t_drain:.3f} s after the drain"
+
+
+def test_a_drained_configured_backend_comes_back_drained_not_up(make_gateway, make_backend):
+    """Draining a configured backend that fails its health checks, then
+    taking it back, leaves it down until its checks pass; drained while
+    down, it comes back draining, not taking new sessions."""
+    b = make_backend("echo")
+    port = b.port
+    sid = f"127.0.0.1:{port}"
+    g = make_gateway([b], args=["--health-interval", "100ms", "--health-fall", "2",
+                                "--health-rise", "2"])
+    b.stop()
+    wait_for(lambda: servers(g)[sid]["status"] == "down", 5, what="the backend to be down")
+    drain(g, {"serverId": sid})
+    assert servers(g)[sid]["status"] == "down"
+    drain(g, {"serverId": sid}, path="/undrain")
+    assert servers(g)[sid]["status"] == "down"
+    assert g.get("/readyz").status_code == 503
+    drain(g, {"serverId": sid})
+    make_backend("echo", args=["--port", port])
+    wait_for(lambda: servers(g)[sid]["status"] == "draining", 5, what="checks to pass again")
+    assert g.get("/readyz").status_code == 503  # draining: no new sessions
+    drain(g, {"serverId": sid}, path="/undrain")
+    assert servers(g)[sid]["status"] == "healthy"
+    assert run(echo_once(g.ws_url("/"), "back")) == "back"
+
+
+async def echo_once(url, text):
+    async with websockets.connect(url) as ws:
+        await ws.send(text)
+        return await asyncio.wait_for(ws.recv(), 5)
+

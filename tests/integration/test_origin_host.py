@@ -190,3 +190,11 @@ def test_websocket_port_errors_carry_nosniff_and_no_store(origin_gateway):
     ans = get(origin_gateway.ws_port, "/")  # not an upgrade: 426
     assert ans.status == 426, ans
     assert_security_headers(ans, ["X-Content-Type-Options", "Cache-Control"])
+
+
+def test_http_405_names_the_allowed_methods(gateway):
+    for method, path, allow in [("DELETE", "/health", "GET, HEAD"), ("GET", "/register", "POST"),
+                                ("PUT", "/drain", "POST")]:
+        ans = get(gateway.http_port, path, method)
+        assert ans.status == 405, (method, path, ans)
+        assert [v for k, v in ans.headers if k.lower() == "allow"] == [allow], ans

@@ -406,3 +406,16 @@ def test_unregister_on_exit_leaves_at_once(make_gateway, seeds):
     assert set(servers(g)) == {"other"}
     for _ in range(4):
         assert run(whoami(g.ws_url("/after")))["server"] == "other"
+
+
+def test_a_configured_backend_id_cannot_be_taken(make_gateway, echo_backend):
+    """A registration never replaces a backend from --backend: its id (the
+    HOST:PORT given) answers 409 and the configured backend stays."""
+    static_id = f"127.0.0.1:{echo_backend.port}"
+    g = make_gateway([echo_backend], args=["--server-timeout", "30s"])
+    assert static_id in servers(g)
+    body = registration(g, static_id)
+    r = post(g, "/register", body)
+    assert r.status_code == 409, r.text
+    assert "configured backend" in r.json()["error"]
+    assert servers(g)[static_id]["static"] is True

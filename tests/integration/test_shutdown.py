@@ -149,3 +149,46 @@ def test_raw_client_sees_1001_close_frame(make_gateway, echo_backend):
     finally:
         c.close()
     assert g.wait_exit(5) == 0
+
+
+@pytest.mark.timeout(30)
+def test_an_undrain_cannot_undo_a_shutdown(make_gateway, echo_backend):
+    """An operator's POST /undrain {} takes back an operator's drain, never
+    a SIGTERM: the process keeps shutting down and stays not ready."""
+    g = make_gateway([echo_backend], ["--shutdown-timeout", "5s"])
+    auth = {"Authorization": f"Bearer {g.key}"}
+
+    async def body():
+        async with websockets.connect(g.ws_url("/stay"), ping_interval=None) as ws:
+            assert await echo_ok(ws, "before")
+            g.signal(signal.SIGTERM)
+            await asyncio.to_thread(wait_for, lambda: readyz(g) == 503, 2, what="readyz 503")
+            r = requests.post(g.http_url("/undrain"), json={}, headers=auth, timeout=3)
+            assert r.status_code == 409, r.text
+            assert "shutting down" in r.json()["error"]
+            assert readyz(g) == 503
+            assert await new_session_refused(g)
+            assert await echo_ok(ws, "during")  # the drain itself goes on as before
+
+    asyncio.run(body())
+
+
+def test_an_operator_drain_of_the_gateway_is_undone_by_undrain(make_gateway, echo_backend):
+    g = make_gateway([echo_backend])
+    auth = {"Authorization": f"Bearer {g.key}"}
+
+    async def body():
+        assert requests.post(g.http_url("/drain"), json={}, headers=auth, timeout=3).json()["message"] == "Gateway draining"
+        assert readyz(g) == 503
+        try:
+            async with websockets.connect(g.ws_url("/x"), open_timeout=3):
+                raise AssertionError("a drained gateway took a new client")
+        except websockets.InvalidStatusCode as e:
+            assert e.status_code == 503
+        r = requests.post(g.http_url("/undrain"), json={}, headers=auth, timeout=3)
+        assert r.status_code == 200 and r.json()["message"] == "Gateway accepting again"
+        assert readyz(g) == 200
+        async with websockets.connect(g.ws_url("/x")) as ws:
+            assert await echo_ok(ws, "back")
+
+    asyncio.run(body())
