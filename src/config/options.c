@@ -133,7 +133,8 @@ const wsg_option wsg_options[] = {
      1, 100000, "N", "sessions per worker dialling a new backend at once, so that a big "
      "backend's death is no thundering herd"},
     {"health-check", "WSGATE_HEALTH_CHECK", OPT_STRING, AT(health_check), "tcp", 0, 0, "CHECK",
-     "active checks of configured backends: tcp (connect), http:/PATH (GET, 2xx) or off"},
+     "active checks of configured backends: tcp (connect), http:/PATH (GET, 2xx; a connect for "
+     "wss:// backends) or off"},
     {"health-interval", "WSGATE_HEALTH_INTERVAL", OPT_DURATION, AT(health_interval), "2s", 100,
      3600000, "DURATION", "time between two active checks of a configured backend"},
     {"health-rise", "WSGATE_HEALTH_RISE", OPT_UINT, AT(health_rise), "2", 1, 100, "N",

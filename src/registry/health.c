@@ -118,7 +118,9 @@ static void on_written(uv_write_t *w, int status)
 static void on_connect(uv_connect_t *req, int status)
 {
     check *c = req->data;
-    if (status < 0 || c->health->path == NULL) {
+    /* A wss:// backend speaks TLS on that port: the connect is the check
+     * (the HTTP GET would need a TLS session the checker does not make). */
+    if (status < 0 || c->health->path == NULL || c->backend->tls) {
         finish(c, status == 0);
         return;
     }
