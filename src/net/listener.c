@@ -30,25 +30,37 @@ static void describe_bind_error(int e, const struct sockaddr_storage *addr, char
                              : "");
 }
 
-int wsg_listen_probe(const char *host, uint16_t port, char *err, size_t errlen)
+/* A TCP socket for host:port with SO_REUSEADDR, not yet bound. Returns the
+ * descriptor, or a negative errno with err set. */
+static int tcp_socket(const char *host, uint16_t port, int flags, struct sockaddr_storage *addr,
+                      socklen_t *len, char *err, size_t errlen)
 {
-    struct sockaddr_storage addr;
-    socklen_t len;
     int one = 1;
-    if (wsg_addr_parse(host, port, &addr, &len) < 0) {
+    if (wsg_addr_parse(host, port, addr, len) < 0) {
         snprintf(err, errlen, "cannot listen on \"%s\": not an IPv4 or IPv6 address (--bind)",
                  host);
         return -EINVAL;
     }
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
     if (fd < 0) {
         int e = errno;
         snprintf(err, errlen, "cannot create a socket: %s", strerror(e));
         return -e;
     }
-    /* SO_REUSEADDR only, so that sockets in TIME_WAIT do not count, but a
-     * listener of any kind does. */
+    /* Sockets in TIME_WAIT must not keep the port. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    return fd;
+}
+
+int wsg_listen_probe(const char *host, uint16_t port, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int fd = tcp_socket(host, port, 0, &addr, &len, err, errlen);
+    if (fd < 0)
+        return fd;
+    /* SO_REUSEADDR only: a listener of any kind on the port makes this
+     * bind fail. */
     int rc = bind(fd, (struct sockaddr *)&addr, len);
     int e = errno;
     close(fd);
@@ -64,18 +76,9 @@ int wsg_listen_socket(const char *host, uint16_t port, int backlog, char *err, s
     struct sockaddr_storage addr;
     socklen_t len;
     int one = 1;
-    if (wsg_addr_parse(host, port, &addr, &len) < 0) {
-        snprintf(err, errlen, "cannot listen on \"%s\": not an IPv4 or IPv6 address (--bind)",
-                 host);
-        return -EINVAL;
-    }
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot create a socket: %s", strerror(e));
-        return -e;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int fd = tcp_socket(host, port, SOCK_NONBLOCK, &addr, &len, err, errlen);
+    if (fd < 0)
+        return fd;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
         int e = errno;

@@ -31,22 +31,10 @@
 
 #include "config/config_int.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 #define MAX_ARGS 64
 #define ENV_FILE_VAR "WSGATE_ENV_FILE="
-
-const char *__ubsan_default_options(void);
-const char *__ubsan_default_options(void)
-{
-    return "halt_on_error=1:print_stacktrace=1";
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

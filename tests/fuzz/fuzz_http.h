@@ -36,23 +36,7 @@
 #define FUZZ_MAX_HEAD 16384 /* MAX_HEADER_SIZE's default */
 #define FUZZ_BYTEWISE_MAX 2048
 
-/* Findings abort, so that libFuzzer keeps the input. A test harness, not
- * production code: a macro is the clearest way to report the line. */
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-/* UBSan reports count as crashes even where the library was built to
- * recover from them. */
-const char *__ubsan_default_options(void);
-const char *__ubsan_default_options(void)
-{
-    return "halt_on_error=1:print_stacktrace=1";
-}
+#include "fuzz_check.h"
 
 enum feed { FEED_WHOLE, FEED_SPLIT, FEED_BYTES };
 

@@ -49,22 +49,10 @@
 #include "registry/registry.h"
 #include "registry/sessions.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 #define KEY "0123456789abcdef0123"
 #define MAX_REQUESTS 16
-
-const char *__ubsan_default_options(void);
-const char *__ubsan_default_options(void)
-{
-    return "halt_on_error=1:print_stacktrace=1";
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import requests
 import websockets
 
-from harness import HERE, PYTHON, _die_with_parent
+from harness import HERE, PYTHON, _die_with_parent, read_events
 from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for
 
 SEED = str(HERE / "seed_backend.py")
@@ -73,15 +73,7 @@ class SeedBackend:
         return self.stderr_path.read_text(errors="replace")
 
     def events(self, ev=None):
-        out = []
-        for line in self.events_path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue  # a line being written
-            if ev is None or e.get("ev") == ev:
-                out.append(e)
-        return out
+        return read_events(self.events_path, ev)
 
     # ---- failures a test inflicts ----
 

@@ -103,6 +103,20 @@ def stop_process(proc, grace=5.0):
         return proc.wait(5), True
 
 
+def read_events(path, ev=None):
+    """The JSON lines a backend wrote to its events file, of kind `ev`
+    (all when None)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if ev is None or e.get("ev") == ev:
+            out.append(e)
+    return out
+
+
 class Backend:
     def __init__(self, tmp, mode, name, args=()):
         self.mode = mode
@@ -143,15 +157,7 @@ class Backend:
         return self.stderr_path.read_text(errors="replace")
 
     def events(self, ev=None):
-        out = []
-        for line in self.events_path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue  # a line being written
-            if ev is None or e.get("ev") == ev:
-                out.append(e)
-        return out
+        return read_events(self.events_path, ev)
 
     def wait_event(self, ev, count=1, timeout=5.0, pred=lambda e: True):
         return wait_for(lambda: (lambda es: es if len(es) >= count else None)(
