@@ -8,8 +8,8 @@ FUZZ_SECONDS ?= 10
 PYTHON     := /usr/bin/python3
 PYTEST     := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all build run test test-unit test-integration asan test-asan fuzz test-fuzz deps deps-test \
-	bench clean format
+.PHONY: all build run test test-unit test-integration asan test-asan fuzz test-fuzz lint \
+	test-memcheck deps deps-test bench clean format
 
 all: build
 
@@ -33,12 +33,15 @@ build: deps $(BUILD)/build.ninja
 run: build
 	scripts/run-demo.sh
 
-# Everything CI runs: unit and integration tests, then the same under
-# AddressSanitizer and UndefinedBehaviorSanitizer, then every fuzz target
-# over its corpus and for FUZZ_SECONDS of new inputs.
+# Everything CI runs: the analysers, unit and integration tests, then the
+# same under AddressSanitizer and UndefinedBehaviorSanitizer, a reduced set
+# under valgrind, then every fuzz target over its corpus and for
+# FUZZ_SECONDS of new inputs.
 test: deps-test build
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-unit test-integration
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-memcheck
 	$(MAKE) --no-print-directory test-fuzz
 
 test-unit:
@@ -56,6 +59,21 @@ test-asan: asan
 		meson test -C $(ASAN_BUILD) --suite unit --suite bench --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		WSGATE_BIN=$(CURDIR)/$(ASAN_BUILD)/wsgate WSGATE_SANITIZED=1 $(PYTEST) -n 2 tests/integration
+
+# cppcheck and clang-tidy (.clang-tidy says which checks and why): any
+# finding fails.
+lint: deps-test $(BUILD)/build.ninja
+	cppcheck --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
+		--inline-suppr -q -I src --suppress=missingIncludeSystem src bench tests/unit tests/fuzz
+	git ls-files 'src/*.c' | xargs -P 2 -n 8 clang-tidy -p $(BUILD) --quiet
+
+# The migration, admin and health tests with the gateway under valgrind
+# memcheck: any memory error or definite leak fails (tests/memcheck/wsgate).
+MEMCHECK_TESTS := tests/integration/test_drain.py tests/integration/test_admin_api.py \
+	tests/integration/test_health.py
+test-memcheck: build
+	WSGATE_BIN=$(CURDIR)/tests/memcheck/wsgate WSGATE_MEMCHECK_BIN=$(CURDIR)/$(BUILD)/wsgate \
+		$(PYTEST) $(MEMCHECK_TESTS)
 
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) --buildtype=debug -Dfuzz=true \

@@ -10,7 +10,8 @@ profile=${1:-build}
 build_pkgs="gcc make pkg-config meson ninja-build libuv1-dev libhttp-parser-dev libssl-dev
 libjansson-dev python3 python3-websockets"
 test_pkgs="libcmocka-dev python3-pytest python3-pytest-timeout python3-pytest-xdist
-python3-requests python3-prometheus-client clang libclang-rt-14-dev procps openssl chromium"
+python3-requests python3-prometheus-client clang libclang-rt-14-dev procps openssl chromium
+cppcheck clang-tidy valgrind"
 
 # The benchmark runs the proxies wsgate is measured against.
 bench_pkgs="nginx haproxy gnuplot-nox procps"

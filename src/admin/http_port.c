@@ -10,7 +10,7 @@
 #include "core/log.h"
 
 /* Bodies on the HTTP port are small JSON documents. */
-#define MAX_BODY (64 * 1024)
+#define MAX_BODY ((size_t)64 * 1024)
 /* How long a closing connection drains the client's input. */
 #define LINGER_MS 1000
 
@@ -23,32 +23,32 @@ enum {
 };
 
 typedef struct route {
-    int method; /* HTTP_GET also serves HEAD */
     const char *path;
     handler_fn handler;
+    int method; /* HTTP_GET also serves HEAD */
     int where;
 } route;
 
 static const route routes[] = {
-    {HTTP_GET, "/healthz", wsg_health_live, PUBLIC | ADMIN},
-    {HTTP_GET, "/readyz", wsg_health_ready, PUBLIC | ADMIN},
-    {HTTP_GET, "/health", wsg_health_summary, PUBLIC | ADMIN},
-    {HTTP_GET, "/_pressure", wsg_pressure, PUBLIC | ADMIN},
-    {HTTP_POST, "/register", wsg_api_register, PUBLIC},
-    {HTTP_POST, "/heartbeat", wsg_api_heartbeat, PUBLIC},
-    {HTTP_POST, "/unregister", wsg_api_unregister, PUBLIC},
-    {HTTP_GET, "/metrics", wsg_api_metrics, ADMIN},
-    {HTTP_GET, "/", wsg_dashboard_page, ADMIN},
-    {HTTP_GET, "/dashboard.js", wsg_dashboard_script, ADMIN},
-    {HTTP_GET, "/dashboard.css", wsg_dashboard_style, ADMIN},
-    {HTTP_POST, "/api/login", wsg_api_login, ADMIN},
-    {HTTP_POST, "/api/logout", wsg_api_logout, ADMIN},
-    {HTTP_GET, "/api/stats", wsg_api_stats, ADMIN},
-    {HTTP_GET, "/api/history", wsg_api_history, ADMIN},
-    {HTTP_GET, "/api/connections", wsg_api_connections, ADMIN},
-    {HTTP_POST, "/disconnect", wsg_api_disconnect, ADMIN},
-    {HTTP_POST, "/drain", wsg_api_drain, ADMIN},
-    {HTTP_POST, "/undrain", wsg_api_undrain, ADMIN},
+    {"/healthz", wsg_health_live, HTTP_GET, PUBLIC | ADMIN},
+    {"/readyz", wsg_health_ready, HTTP_GET, PUBLIC | ADMIN},
+    {"/health", wsg_health_summary, HTTP_GET, PUBLIC | ADMIN},
+    {"/_pressure", wsg_pressure, HTTP_GET, PUBLIC | ADMIN},
+    {"/register", wsg_api_register, HTTP_POST, PUBLIC},
+    {"/heartbeat", wsg_api_heartbeat, HTTP_POST, PUBLIC},
+    {"/unregister", wsg_api_unregister, HTTP_POST, PUBLIC},
+    {"/metrics", wsg_api_metrics, HTTP_GET, ADMIN},
+    {"/", wsg_dashboard_page, HTTP_GET, ADMIN},
+    {"/dashboard.js", wsg_dashboard_script, HTTP_GET, ADMIN},
+    {"/dashboard.css", wsg_dashboard_style, HTTP_GET, ADMIN},
+    {"/api/login", wsg_api_login, HTTP_POST, ADMIN},
+    {"/api/logout", wsg_api_logout, HTTP_POST, ADMIN},
+    {"/api/stats", wsg_api_stats, HTTP_GET, ADMIN},
+    {"/api/history", wsg_api_history, HTTP_GET, ADMIN},
+    {"/api/connections", wsg_api_connections, HTTP_GET, ADMIN},
+    {"/disconnect", wsg_api_disconnect, HTTP_POST, ADMIN},
+    {"/drain", wsg_api_drain, HTTP_POST, ADMIN},
+    {"/undrain", wsg_api_undrain, HTTP_POST, ADMIN},
 };
 
 struct wsg_http_conn {
@@ -212,10 +212,9 @@ static void route_request(http_conn *c, wsg_reply *reply)
 static void collect_body(void *ctx, const char *at, size_t len)
 {
     http_conn *c = ctx;
-    if (wsg_buf_len(c->body) + len > MAX_BODY)
+    /* Too big, or out of memory: refused the same way. */
+    if (wsg_buf_len(c->body) + len > MAX_BODY || wsg_buf_append(&c->body, at, len) < 0)
         c->body_too_big = true;
-    else if (wsg_buf_append(&c->body, at, len) < 0)
-        c->body_too_big = true; /* out of memory: refuse it the same way */
 }
 
 /* Reads the body of the request whose head is parsed. Returns the bytes it
@@ -236,7 +235,8 @@ static long read_body(http_conn *c, const char *data, size_t len)
     long n = wsg_http_reader_body(&c->reader, data + head, len - head, collect_body, c);
     if (n < 0 || c->body_too_big) {
         wsg_reply_error(&reply, n < 0 ? 400 : 413,
-                        n < 0 ? "malformed request body" : "request body too large (64 KiB at most)");
+                        n < 0 ? "malformed request body"
+                              : "request body too large (64 KiB at most)");
         send_reply(c, &reply, false, false);
         return -1;
     }

@@ -108,29 +108,35 @@ static int gateway_names(wsg_buf **out, const wsg_admin *a, const totals *t, uns
         {"wsgate_connections_closed_total", "WebSocket sessions ended", WSG_C_CONNECTIONS_CLOSED},
         {"wsgate_connections_refused_total",
          "Clients turned away at accept: descriptor, connection or pending-handshake limit, "
-         "drain or shutdown", WSG_C_CONNECTIONS_REFUSED},
-        {"wsgate_handshakes_rejected_total", "Upgrades refused: a 4xx of the gateway's, or the backend's own non-101 answer",
+         "drain or shutdown",
+         WSG_C_CONNECTIONS_REFUSED},
+        {"wsgate_handshakes_rejected_total",
+         "Upgrades refused: a 4xx of the gateway's, or the backend's own non-101 answer",
          WSG_C_HANDSHAKES_REJECTED},
         {"wsgate_handshakes_failed_total",
          "Upgrades that failed on the backend side (502, 503, 504)", WSG_C_HANDSHAKES_FAILED},
         {"wsgate_protocol_errors_total", "Frames that broke RFC 6455", WSG_C_PROTOCOL_ERRORS},
-        {"wsgate_slow_consumers_total", "Peers closed for staying above the write high-water "
-         "mark", WSG_C_SLOW_CONSUMERS},
+        {"wsgate_slow_consumers_total",
+         "Peers closed for staying above the write high-water "
+         "mark",
+         WSG_C_SLOW_CONSUMERS},
         {"wsgate_ping_timeouts_total", "Peers closed for not answering a ping",
          WSG_C_PING_TIMEOUTS},
-        {"wsgate_backpressure_pauses_total", "Times one side stopped being read because the "
-         "other was slow", WSG_C_BACKPRESSURE_PAUSES},
+        {"wsgate_backpressure_pauses_total",
+         "Times one side stopped being read because the "
+         "other was slow",
+         WSG_C_BACKPRESSURE_PAUSES},
         {"wsgate_migrations_total", "Sessions moved to another backend, client kept",
          WSG_C_MIGRATIONS},
         {"wsgate_migrations_failed_total", "Moves that ended the session (1011 or 1013)",
          WSG_C_MIGRATIONS_FAILED},
         {"wsgate_migration_dropped_messages_total", "Client messages cut by a move and dropped",
          WSG_C_MIGRATION_DROPPED},
-        {"wsgate_migration_lost_bytes_total", "Client bytes lost in moves: queued for a failed backend, or held for a session that "
+        {"wsgate_migration_lost_bytes_total",
+         "Client bytes lost in moves: queued for a failed backend, or held for a session that "
          "could not move",
          WSG_C_MIGRATION_LOST_BYTES},
-        {"wsgate_http_requests_total", "Requests served on the HTTP port",
-         WSG_C_HTTP_REQUESTS},
+        {"wsgate_http_requests_total", "Requests served on the HTTP port", WSG_C_HTTP_REQUESTS},
         {"wsgate_rate_limited_total", "Upgrades and HTTP requests answered 429",
          WSG_C_RATE_LIMITED},
         {"wsgate_messages_dropped_total", "Client messages over MESSAGE_RATE, dropped",
@@ -237,7 +243,8 @@ static int backend_names(wsg_buf **out, const rows *rs)
     for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
         rc |= wsg_prom_family(out, families[f].name, families[f].type, families[f].help);
         for (size_t i = 0; i < rs->count; i++) {
-            double v = *(const double *)((const char *)&rs->list[i] + families[f].field);
+            double v; /* the double member at that offset */
+            memcpy(&v, (const char *)&rs->list[i] + families[f].field, sizeof(v));
             rc |= wsg_prom_sample(out, families[f].name, rs->list[i].labels, v);
         }
     }

@@ -33,7 +33,7 @@ typedef struct ch_state {
     uint64_t turn;
 } ch_state;
 
-static void *oom(void)
+static _Noreturn void oom(void)
 {
     fputs("wsgate: out of memory building a consistent-hash ring\n", stderr);
     abort();
@@ -43,7 +43,7 @@ static void *ch_create(const wsg_balance_params *params)
 {
     ch_state *s = calloc(1, sizeof(*s));
     if (s == NULL)
-        return oom();
+        oom();
     s->load_factor = params && params->load_factor >= 1.0 ? params->load_factor : 1.25;
     return s;
 }
@@ -70,7 +70,7 @@ static void ch_rebuild(void *state, const wsg_balance_node *all, size_t n)
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t w = all[i].weight ? all[i].weight : 1;
-        total += POINTS_PER_WEIGHT * (w < MAX_WEIGHT ? w : MAX_WEIGHT);
+        total += (size_t)POINTS_PER_WEIGHT * (w < MAX_WEIGHT ? w : MAX_WEIGHT);
     }
     free(s->ring);
     s->ring = total ? malloc(total * sizeof(*s->ring)) : NULL;
@@ -80,16 +80,20 @@ static void ch_rebuild(void *state, const wsg_balance_node *all, size_t n)
     s->members = n;
     for (size_t i = 0; i < n; i++) {
         uint32_t w = all[i].weight ? all[i].weight : 1;
-        size_t count = POINTS_PER_WEIGHT * (w < MAX_WEIGHT ? w : MAX_WEIGHT);
+        size_t count = (size_t)POINTS_PER_WEIGHT * (w < MAX_WEIGHT ? w : MAX_WEIGHT);
         for (size_t j = 0; j < count; j++) {
             char label[300];
-            int len = snprintf(label, sizeof(label), "%.*s#%zu", (int)all[i].id.len, all[i].id.p,
-                               j);
+            int len =
+                snprintf(label, sizeof(label), "%.*s#%zu", (int)all[i].id.len, all[i].id.p, j);
             size_t used = len < (int)sizeof(label) ? (size_t)len : sizeof(label) - 1;
+            /* count > 0 here, so total > 0 and the ring was allocated (or oom() ended the process).
+             */
+            // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
             s->ring[s->points++] = (point){wsg_balance_hash(label, used), all[i].index};
         }
     }
-    qsort(s->ring, s->points, sizeof(*s->ring), by_hash);
+    if (s->points) /* qsort wants a real array, even of none */
+        qsort(s->ring, s->points, sizeof(*s->ring), by_hash);
 }
 
 static size_t least_loaded(ch_state *s, const wsg_balance_node *eligible, size_t n)

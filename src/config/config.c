@@ -313,7 +313,7 @@ static int apply(loader *ld, const wsg_option *o, const char *value, source src,
         double d = strtod(value, &end);
         ok = *value && *end == '\0' && d * 1000 >= (double)o->min && d * 1000 <= (double)o->max;
         if (ok)
-            *(double *)field = d;
+            memcpy(field, &d, sizeof(d)); /* field points at a double member */
         break;
     }
     case OPT_LOG_LEVEL: {

@@ -109,6 +109,8 @@ void *wsg_pool_get(wsg_pool *p)
     if (s->fresh)
         thread_slots(p, s);
     free_slot *f = s->free;
+    /* a slab here has a free slot: it has one listed, or is fresh and thread_slots listed them. */
+    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
     s->free = f->next;
     s->used++;
     if (s->free == NULL && s->next) {
@@ -151,10 +153,11 @@ void wsg_pool_put(wsg_pool *p, void *object)
     } else if (s->used == 0) {
         /* The slab that stays gives its pages back; they come back zeroed
          * on the next burst. */
-        uintptr_t from = ((uintptr_t)s + header_size() + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
-        uintptr_t to = ((uintptr_t)s + slab_bytes(p)) & ~(uintptr_t)(PAGE - 1);
+        uintptr_t at = (uintptr_t)s;
+        size_t from = ((at + header_size() + PAGE - 1) & ~(uintptr_t)(PAGE - 1)) - at;
+        size_t to = ((at + slab_bytes(p)) & ~(uintptr_t)(PAGE - 1)) - at;
         if (to > from)
-            madvise((void *)from, to - from, MADV_DONTNEED);
+            madvise((char *)s + from, to - from, MADV_DONTNEED);
         s->free = NULL;
         s->fresh = 1;
     }

@@ -57,9 +57,10 @@ int wsg_addr_parse(const char *text, uint16_t default_port, struct sockaddr_stor
         memcpy(host, text, (size_t)(colon - text));
         host[colon - text] = '\0';
     } else {
-        if (strlen(text) >= sizeof(host))
+        size_t n = strlen(text);
+        if (n >= sizeof(host))
             return -1;
-        strcpy(host, text);
+        memcpy(host, text, n + 1);
     }
     if (port == 0)
         return -1;

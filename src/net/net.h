@@ -265,7 +265,7 @@ size_t wsg_clients_sweep(wsg_clients *t, uint64_t now);
 
 /* ---- workers --------------------------------------------------------- */
 
-#define WSG_SCRATCH_SIZE (256 * 1024)
+#define WSG_SCRATCH_SIZE ((size_t)256 * 1024)
 /* Room in front of the scratch data for bytes a connection held back (an
  * unfinished frame header or control frame), so they are joined to the new
  * bytes without a second copy of the read. */

@@ -330,7 +330,8 @@ void bridge_close_both(wsg_bridge *b, uint16_t client_code, const char *client_r
 
 void bridge_close_client(wsg_bridge *b, uint16_t code, const char *reason)
 {
-    bridge_close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "client closed by the gateway", reason);
+    bridge_close_both(b, code, reason, WSG_WS_CLOSE_GOING_AWAY, "client closed by the gateway",
+                      reason);
 }
 
 void bridge_upstream_failed(wsg_bridge *b, const char *why)
@@ -522,8 +523,8 @@ static void protocol_error(wsg_bridge *b, const wsg_ws_span *span, bool from_cli
     if (from_client) {
         bridge_close_client(b, span->close_code, span->why);
     } else {
-        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend protocol error", span->close_code, span->why,
-                   "backend broke the WebSocket protocol");
+        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend protocol error", span->close_code,
+                          span->why, "backend broke the WebSocket protocol");
     }
 }
 

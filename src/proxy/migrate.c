@@ -191,6 +191,7 @@ void migrate_on_timer(wsg_bridge *b, uint64_t now)
         migrate_retired(b);
         if (b->mig == NULL || b->state == B_ENDING)
             return;
+        m = b->mig;
     }
     if (now >= m->deadline) {
         migrate_give_up(b, WSG_WS_CLOSE_TRY_LATER, "no backend available");

@@ -191,9 +191,10 @@ unsigned wsg_proxy_disconnect(wsg_proxy *p, wsg_str client_id, uint64_t conn_id,
     unsigned n = 0;
     for (wsg_list *it = p->bridges.next; it != &p->bridges; it = it->next) {
         wsg_bridge *b = wsg_container_of(it, wsg_bridge, link);
-        bool match = conn_id ? b->id == conn_id
-                             : b->session && wsg_str_eq(client_id, wsg_str_make(b->session->key,
-                                                                                b->session->key_len));
+        bool match =
+            conn_id ? b->id == conn_id
+                    : b->session &&
+                          wsg_str_eq(client_id, wsg_str_make(b->session->key, b->session->key_len));
         if (!match || b->state == B_ENDING || b->state == B_ANSWERING)
             continue;
         n++;

@@ -16,7 +16,7 @@
 
 static const char *const reserved_names[] = {"login", "logout", "stats", "connections"};
 
-static void *oom(void)
+static _Noreturn void oom(void)
 {
     fputs("wsgate: out of memory in the backend registry\n", stderr);
     abort();
@@ -25,13 +25,17 @@ static void *oom(void)
 static void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size);
-    return p ? p : oom();
+    if (p == NULL)
+        oom();
+    return p;
 }
 
 static char *xstrdup(const char *s)
 {
     char *d = strdup(s ? s : "");
-    return d ? d : oom();
+    if (d == NULL)
+        oom();
+    return d;
 }
 
 uint64_t wsg_registry_mono_ms(void)

@@ -134,6 +134,8 @@ size_t wsg_ws_close_frame(uint8_t *out, uint16_t code, const char *reason, wsg_r
     payload[0] = (uint8_t)(code >> 8);
     payload[1] = (uint8_t)code;
     if (rlen)
+        /* a close payload is bytes with a length, never a C string. */
+        // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
         memcpy(payload + 2, reason, rlen);
     return wsg_ws_control_frame(out, WSG_WS_OP_CLOSE, payload, rlen + 2, rng);
 }

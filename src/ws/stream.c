@@ -204,7 +204,8 @@ static void take_control(wsg_ws_stream *s, uint8_t *p, size_t n, const wsg_ws_he
         uint16_t code;
         int bad = wsg_ws_close_payload_check(payload, (size_t)h->len, &code);
         if (bad) {
-            span_error(s, span, bad == WSG_WS_CLOSE_BAD_DATA ? F_CLOSE_REASON_UTF8 : F_CLOSE_PAYLOAD);
+            span_error(s, span,
+                       bad == WSG_WS_CLOSE_BAD_DATA ? F_CLOSE_REASON_UTF8 : F_CLOSE_PAYLOAD);
             return;
         }
     }

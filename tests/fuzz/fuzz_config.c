@@ -123,7 +123,8 @@ static void check_config(const wsg_config *cfg)
             CHECK(in_range(o, *(const uint64_t *)field));
             break;
         case OPT_DOUBLE: {
-            double d = *(const double *)field;
+            double d; /* the double member at that offset */
+            memcpy(&d, field, sizeof(d));
             CHECK(d * 1000 >= (double)o->min && d * 1000 <= (double)o->max);
             break;
         }

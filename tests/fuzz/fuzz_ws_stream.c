@@ -344,7 +344,7 @@ static void run_stream(const uint8_t *q, size_t n, const wsg_ws_policy *pol, boo
     ref_walk(q, n, pol, deflate, &ref);
 
     uint8_t *out = malloc(n ? n : 1);
-    uint8_t held[WSG_WS_MAX_CONTROL_FRAME];
+    uint8_t held[WSG_WS_MAX_CONTROL_FRAME] = {0};
     size_t pending = 0;
     size_t fwd = 0;  /* bytes forwarded: every DATA and CONTROL span */
     size_t read = 0; /* input bytes handed to the stream */

@@ -215,7 +215,7 @@ static void test_mask(void **state)
     static const uint8_t key[4] = {0x01, 0x5c, 0xa7, 0xfe};
     enum { PAD = 16, MAXLEN = 70 };
     /* uint64_t storage so that `align` is the address mod 8. */
-    uint64_t store[(PAD + 8 + MAXLEN + PAD) / 8 + 1];
+    uint64_t store[(PAD + 8 + MAXLEN + PAD) / 8 + 1] = {0};
     uint64_t want_store[sizeof(store) / 8];
     uint8_t *base = (uint8_t *)store;
     uint8_t *want = (uint8_t *)want_store;
