@@ -184,6 +184,33 @@ static void format_duration(uint64_t ms, char *buf, size_t len)
     snprintf(buf, len, "%llums", (unsigned long long)ms);
 }
 
+/* "a|b|c" as "a, b or c". */
+static void describe_choices(const char *choices, char *buf, size_t len)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (const char *p = choices; *p && at + 1 < len;) {
+        size_t n = strcspn(p, "|");
+        const char *sep = p[n] == '\0' ? "" : strchr(p + n + 1, '|') ? ", " : " or ";
+        int w = snprintf(buf + at, len - at, "%.*s%s", (int)n, p, sep);
+        at += w > 0 ? (size_t)w : 0;
+        p += n + (p[n] == '|');
+    }
+}
+
+/* Whether value is one of the words of "a|b|c". */
+static bool is_choice(const char *choices, const char *value)
+{
+    size_t vlen = strlen(value);
+    for (const char *p = choices; *p;) {
+        size_t n = strcspn(p, "|");
+        if (n == vlen && strncmp(p, value, n) == 0)
+            return true;
+        p += n + (p[n] == '|');
+    }
+    return false;
+}
+
 static void describe_expected(const wsg_option *o, char *buf, size_t len)
 {
     char lo[32];
@@ -221,6 +248,9 @@ static void describe_expected(const wsg_option *o, char *buf, size_t len)
         break;
     case OPT_LOG_FORMAT:
         snprintf(buf, len, "text or json");
+        break;
+    case OPT_CHOICE:
+        describe_choices(o->metavar, buf, len);
         break;
     default:
         snprintf(buf, len, "a value");
@@ -323,6 +353,13 @@ static int apply(loader *ld, const wsg_option *o, const char *value, source src,
             *(int *)field = (int)lvl;
         break;
     }
+    case OPT_CHOICE:
+        ok = is_choice(o->metavar, value);
+        if (ok) {
+            free(*(char **)field);
+            *(char **)field = xstrdup(value);
+        }
+        break;
     case OPT_LOG_FORMAT:
         ok = strcasecmp(value, "text") == 0 || strcasecmp(value, "json") == 0;
         if (ok)
@@ -634,123 +671,136 @@ static int check_tls_files(loader *ld)
                       "CERT.pem:KEY.pem naming two readable files");
 }
 
-static int validate(loader *ld)
+static int check_auth_key(loader *ld)
 {
     wsg_config *cfg = ld->cfg;
     if (cfg->auth_key && cfg->auth_key[0] == '\0') {
         free(cfg->auth_key);
         cfg->auth_key = NULL;
     }
-    if (cfg->auth_key) {
-        const char *why = wsg_config_check_auth_key(cfg->auth_key);
-        if (why) {
-            fail(ld, "GATEWAY_AUTH_KEY (--gateway-auth-key) %s", why);
-            return -1;
-        }
+    const char *why = cfg->auth_key ? wsg_config_check_auth_key(cfg->auth_key) : NULL;
+    if (why) {
+        fail(ld, "GATEWAY_AUTH_KEY (--gateway-auth-key) %s", why);
+        return -1;
     }
+    return 0;
+}
+
+static bool ip_literal(const char *s)
+{
     unsigned char addr[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, cfg->bind, addr) != 1 && inet_pton(AF_INET6, cfg->bind, addr) != 1) {
+    return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+}
+
+/* ADDR:PORT, ADDR an IP literal ([::1] for IPv6), PORT not one of the
+ * public listeners'. */
+static bool admin_bind_ok(const wsg_config *cfg)
+{
+    const char *colon = strrchr(cfg->admin_bind, ':');
+    char host[INET6_ADDRSTRLEN + 2];
+    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+    size_t hlen = colon ? (size_t)(colon - cfg->admin_bind) : 0;
+    if (!colon || hlen == 0 || hlen >= sizeof(host) || port <= 0 || port > 65535 ||
+        port == cfg->ws_port || port == cfg->http_port)
+        return false;
+    memcpy(host, cfg->admin_bind, hlen);
+    host[hlen] = '\0';
+    char *h = host;
+    if (h[0] == '[' && h[hlen - 1] == ']') {
+        h[hlen - 1] = '\0';
+        h++;
+    }
+    return ip_literal(h);
+}
+
+static int check_listeners(loader *ld)
+{
+    wsg_config *cfg = ld->cfg;
+    if (!ip_literal(cfg->bind)) {
         fail(ld, "invalid value \"%s\" for WSGATE_BIND (--bind): expected an IPv4 or IPv6 "
              "address such as 0.0.0.0, 127.0.0.1 or ::", cfg->bind);
         return -1;
     }
-    if (cfg->admin_bind[0]) {
-        const char *colon = strrchr(cfg->admin_bind, ':');
-        char host[INET6_ADDRSTRLEN + 2];
-        long port = colon ? strtol(colon + 1, NULL, 10) : 0;
-        size_t hlen = colon ? (size_t)(colon - cfg->admin_bind) : 0;
-        bool ok = colon && hlen > 0 && hlen < sizeof(host) && port > 0 && port <= 65535;
-        if (ok) {
-            memcpy(host, cfg->admin_bind, hlen);
-            host[hlen] = '\0';
-            char *h = host;
-            if (h[0] == '[' && h[hlen - 1] == ']') {
-                h[hlen - 1] = '\0';
-                h++;
-            }
-            ok = inet_pton(AF_INET, h, addr) == 1 || inet_pton(AF_INET6, h, addr) == 1;
-            ok = ok && port != cfg->ws_port && port != cfg->http_port;
-        }
-        if (!ok) {
-            fail(ld, "invalid value \"%s\" for ADMIN_BIND (--admin-bind): expected ADDR:PORT "
-                 "such as 127.0.0.1:8081, on a port other than WS_PORT and WEBSRV_PORT",
-                 cfg->admin_bind);
-            return -1;
-        }
+    if (cfg->admin_bind[0] && !admin_bind_ok(cfg)) {
+        fail(ld, "invalid value \"%s\" for ADMIN_BIND (--admin-bind): expected ADDR:PORT "
+             "such as 127.0.0.1:8081, on a port other than WS_PORT and WEBSRV_PORT",
+             cfg->admin_bind);
+        return -1;
     }
     if (cfg->ws_port == cfg->http_port) {
         fail(ld, "WS_PORT (--ws-port) and WEBSRV_PORT (--websrv-port) are both %u; give them "
              "different ports", cfg->ws_port);
         return -1;
     }
-    if (check_tls_files(ld) < 0 ||
-        check_list(ld, cfg->allowed_origins, origin_ok, "ALLOWED_ORIGINS", "--allowed-origins",
-                   "an origin like https://app.example.com") < 0 ||
-        check_list(ld, cfg->allowed_hosts, host_ok, "WSGATE_ALLOWED_HOSTS", "--allowed-hosts",
-                   "a host like example.com or example.com:9000") < 0)
-        return -1;
-    if (strcmp(cfg->message_rate_action, "close") != 0 &&
-        strcmp(cfg->message_rate_action, "drop") != 0) {
-        fail(ld, "invalid value \"%s\" for MESSAGE_RATE_ACTION (--message-rate-action): "
-             "expected close or drop", cfg->message_rate_action);
-        return -1;
-    }
-    if (strcmp(cfg->drain_mode, "migrate") != 0 && strcmp(cfg->drain_mode, "finish") != 0) {
-        fail(ld, "invalid value \"%s\" for WSGATE_DRAIN_MODE (--drain-mode): expected migrate "
-             "or finish", cfg->drain_mode);
-        return -1;
-    }
-    if (strncmp(cfg->sticky_key, "query:", 6) != 0 && strncmp(cfg->sticky_key, "header:", 7) != 0 &&
-        strncmp(cfg->sticky_key, "cookie:", 7) != 0) {
-        fail(ld, "invalid value \"%s\" for WSGATE_STICKY_KEY (--sticky-key): expected "
-             "query:NAME, header:NAME or cookie:NAME", cfg->sticky_key);
-        return -1;
-    }
-    if (strchr(cfg->sticky_key, ':')[1] == '\0') {
-        fail(ld, "invalid value \"%s\" for WSGATE_STICKY_KEY (--sticky-key): the NAME after "
-             "the colon is missing", cfg->sticky_key);
-        return -1;
-    }
-    if (strcmp(cfg->health_check, "tcp") != 0 && strcmp(cfg->health_check, "off") != 0 &&
-        strncmp(cfg->health_check, "http:/", 6) != 0) {
-        fail(ld, "invalid value \"%s\" for WSGATE_HEALTH_CHECK (--health-check): expected tcp, "
-             "off or http:/PATH", cfg->health_check);
-        return -1;
-    }
-    static const struct {
-        const char *env;
-        const char *flag;
-        size_t offset;
-    } tls_switches[] = {
-        {"WSGATE_WS_TLS", "--ws-tls", offsetof(wsg_config, ws_tls)},
-        {"WSGATE_HTTP_TLS", "--http-tls", offsetof(wsg_config, http_tls)},
-        {"WSGATE_ADMIN_TLS", "--admin-tls", offsetof(wsg_config, admin_tls)},
-    };
-    bool any_tls = false;
-    for (size_t i = 0; i < 3; i++) {
-        const char *v = *(char **)((char *)cfg + tls_switches[i].offset);
-        if (strcmp(v, "auto") != 0 && strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
-            fail(ld, "invalid value \"%s\" for %s (%s): expected auto, true or false", v,
-                 tls_switches[i].env, tls_switches[i].flag);
-            return -1;
-        }
-        any_tls = any_tls || wsg_config_tls_on(cfg, v);
-    }
+    return 0;
+}
+
+static int check_tls(loader *ld)
+{
+    wsg_config *cfg = ld->cfg;
+    bool any_tls = wsg_config_tls_on(cfg, cfg->ws_tls) || wsg_config_tls_on(cfg, cfg->http_tls) ||
+                   wsg_config_tls_on(cfg, cfg->admin_tls);
     if (any_tls && (cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0')) {
         fail(ld, "TLS is on (WEBSRV_USESSL or a *_TLS option) but TLS_CERT (--tls-cert) and "
              "TLS_KEY (--tls-key) do not both name PEM files");
         return -1;
     }
-    if (cfg->server_timeout <= cfg->heartbeat_interval) {
-        fail(ld, "SERVER_TIMEOUT (--server-timeout, %llums) must be longer than "
-             "HEARTBEAT_INTERVAL (--heartbeat-interval, %llums)",
-             (unsigned long long)cfg->server_timeout, (unsigned long long)cfg->heartbeat_interval);
+    return check_tls_files(ld);
+}
+
+/* The options whose value has a small grammar of its own. */
+static int check_forms(loader *ld)
+{
+    wsg_config *cfg = ld->cfg;
+    const char *sticky = cfg->sticky_key;
+    if (strncmp(sticky, "query:", 6) != 0 && strncmp(sticky, "header:", 7) != 0 &&
+        strncmp(sticky, "cookie:", 7) != 0) {
+        fail(ld, "invalid value \"%s\" for WSGATE_STICKY_KEY (--sticky-key): expected "
+             "query:NAME, header:NAME or cookie:NAME", sticky);
+        return -1;
+    }
+    if (strchr(sticky, ':')[1] == '\0') {
+        fail(ld, "invalid value \"%s\" for WSGATE_STICKY_KEY (--sticky-key): the NAME after "
+             "the colon is missing", sticky);
+        return -1;
+    }
+    const char *check = cfg->health_check;
+    if (strcmp(check, "tcp") != 0 && strcmp(check, "off") != 0 &&
+        strncmp(check, "http:/", 6) != 0) {
+        fail(ld, "invalid value \"%s\" for WSGATE_HEALTH_CHECK (--health-check): expected tcp, "
+             "off or http:/PATH", check);
         return -1;
     }
     if (cfg->default_service[0] == '\0') {
         fail(ld, "WSGATE_DEFAULT_SERVICE (--default-service) is empty; give a service name");
         return -1;
     }
+    if (check_list(ld, cfg->allowed_origins, origin_ok, "ALLOWED_ORIGINS", "--allowed-origins",
+                   "an origin like https://app.example.com") < 0)
+        return -1;
+    return check_list(ld, cfg->allowed_hosts, host_ok, "WSGATE_ALLOWED_HOSTS", "--allowed-hosts",
+                      "a host like example.com or example.com:9000");
+}
+
+static int check_timing(loader *ld)
+{
+    wsg_config *cfg = ld->cfg;
+    if (cfg->server_timeout <= cfg->heartbeat_interval) {
+        fail(ld, "SERVER_TIMEOUT (--server-timeout, %llums) must be longer than "
+             "HEARTBEAT_INTERVAL (--heartbeat-interval, %llums)",
+             (unsigned long long)cfg->server_timeout, (unsigned long long)cfg->heartbeat_interval);
+        return -1;
+    }
+    return 0;
+}
+
+/* What one option's value cannot tell alone: its grammar beyond a type, and
+ * how options fit together. The first problem found is reported. */
+static int validate(loader *ld)
+{
+    if (check_auth_key(ld) < 0 || check_listeners(ld) < 0 || check_tls(ld) < 0 ||
+        check_forms(ld) < 0 || check_timing(ld) < 0)
+        return -1;
     return 0;
 }
 
@@ -815,7 +865,7 @@ void wsg_config_free(wsg_config *cfg)
 {
     for (size_t i = 0; i < wsg_option_count; i++) {
         char *field = (char *)cfg + wsg_options[i].offset;
-        if (wsg_options[i].type == OPT_STRING) {
+        if (wsg_options[i].type == OPT_STRING || wsg_options[i].type == OPT_CHOICE) {
             free(*(char **)field);
             *(char **)field = NULL;
         }

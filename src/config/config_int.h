@@ -15,6 +15,7 @@ typedef enum wsg_option_type {
     OPT_DOUBLE, /* min and max in thousandths */
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
+    OPT_CHOICE, /* a string, one of the words of metavar ("close|drop") */
 } wsg_option_type;
 
 typedef struct wsg_option {

@@ -49,11 +49,11 @@ const wsg_option wsg_options[] = {
     {"tls-sni-certs", "TLS_SNI_CERTS", OPT_STRING, AT(tls_sni_certs), "", 0, 0,
      "CERT:KEY,...", "more certificates, each served to clients asking for one of its names "
      "(SNI); reloaded with TLS_CERT on SIGHUP"},
-    {"ws-tls", "WSGATE_WS_TLS", OPT_STRING, AT(ws_tls), "auto", 0, 0, "auto|true|false",
+    {"ws-tls", "WSGATE_WS_TLS", OPT_CHOICE, AT(ws_tls), "auto", 0, 0, "auto|true|false",
      "TLS on WS_PORT (auto: as WEBSRV_USESSL)"},
-    {"http-tls", "WSGATE_HTTP_TLS", OPT_STRING, AT(http_tls), "auto", 0, 0, "auto|true|false",
+    {"http-tls", "WSGATE_HTTP_TLS", OPT_CHOICE, AT(http_tls), "auto", 0, 0, "auto|true|false",
      "TLS on WEBSRV_PORT (auto: as WEBSRV_USESSL)"},
-    {"admin-tls", "WSGATE_ADMIN_TLS", OPT_STRING, AT(admin_tls), "auto", 0, 0,
+    {"admin-tls", "WSGATE_ADMIN_TLS", OPT_CHOICE, AT(admin_tls), "auto", 0, 0,
      "auto|true|false", "TLS on ADMIN_BIND (auto: as WEBSRV_USESSL)"},
     {"backend-ca", "WSGATE_BACKEND_CA", OPT_STRING, AT(backend_ca), "", 0, 0, "FILE",
      "CA certificates for wss:// backends (empty: the system store)"},
@@ -86,7 +86,7 @@ const wsg_option wsg_options[] = {
      "client messages a second per connection (0: no limit)"},
     {"message-burst", "MESSAGE_BURST", OPT_DOUBLE, AT(message_burst), "100", 1000, 1000000000,
      "N", "client messages a connection may send at once before MESSAGE_RATE applies"},
-    {"message-rate-action", "MESSAGE_RATE_ACTION", OPT_STRING, AT(message_rate_action), "close",
+    {"message-rate-action", "MESSAGE_RATE_ACTION", OPT_CHOICE, AT(message_rate_action), "close",
      0, 0, "close|drop", "over MESSAGE_RATE: close the client with 1008, or drop the message "
      "and count it"},
     {"trusted-proxies", "TRUSTED_PROXIES", OPT_STRING, AT(trusted_proxies), "", 0, 0,
@@ -118,7 +118,8 @@ const wsg_option wsg_options[] = {
     {"server-assignment", "WSGATE_SERVER_ASSIGNMENT", OPT_BOOL, AT(server_assignment), "false",
      0, 0, "BOOL", "send each new client a {\"type\":\"server_assignment\",...} text message "
      "first, as the seed gateway did"},
-    {"drain-mode", "WSGATE_DRAIN_MODE", OPT_STRING, AT(drain_mode), "migrate", 0, 0, "MODE",
+    {"drain-mode", "WSGATE_DRAIN_MODE", OPT_CHOICE, AT(drain_mode), "migrate", 0, 0,
+     "migrate|finish",
      "what a drained backend's sessions do: migrate (move live, between messages) or finish "
      "(stay until they end or the drain timeout)"},
     {"drain-timeout", "WSGATE_DRAIN_TIMEOUT", OPT_DURATION, AT(drain_timeout), "5m", 0,

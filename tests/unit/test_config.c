@@ -673,6 +673,26 @@ static void test_log_options(void **state)
     expect_error(NONE, ARGS("LOG_FORMAT=xml"), "LOG_FORMAT", "--log-format", "xml");
 }
 
+/* Options with a fixed set of words take exactly those, and the error
+ * lists them. */
+static void test_choice_options(void **state)
+{
+    (void)state;
+    wsg_config cfg;
+    expect_ok(ARGS("--drain-mode", "finish", "--message-rate-action=drop"),
+              ARGS("WSGATE_WS_TLS=false"), &cfg);
+    assert_string_equal(cfg.drain_mode, "finish");
+    assert_string_equal(cfg.message_rate_action, "drop");
+    assert_string_equal(cfg.ws_tls, "false");
+    assert_string_equal(cfg.http_tls, "auto");
+    wsg_config_free(&cfg);
+    expect_error(ARGS("--drain-mode", "migrat"), NONE, "WSGATE_DRAIN_MODE", "migrate or finish",
+                 "migrat");
+    expect_error(NONE, ARGS("MESSAGE_RATE_ACTION=Drop"), "--message-rate-action",
+                 "expected close or drop", "\"Drop\"");
+    expect_error(ARGS("--admin-tls="), NONE, "WSGATE_ADMIN_TLS", "auto, true or false", NULL);
+}
+
 /* The environment holds much else; only exact option names count. */
 static void test_unrelated_environment_ignored(void **state)
 {
@@ -985,6 +1005,7 @@ int main(void)
         cmocka_unit_test(test_ports),
         cmocka_unit_test(test_whole_number_options),
         cmocka_unit_test(test_log_options),
+        cmocka_unit_test(test_choice_options),
         cmocka_unit_test(test_unrelated_environment_ignored),
         cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_version),
