@@ -30,74 +30,75 @@ static json_t *optional_body(const wsg_request *req, wsg_reply *reply)
     return body;
 }
 
+static void drain_group(wsg_admin *a, const char *group, bool on, wsg_reply *reply)
+{
+    size_t backends;
+    long sessions = wsg_registry_drain_group(a->gw->registry, group, on, &backends);
+    if (backends == 0) {
+        wsg_reply_error(reply, 404, "no backend in that group");
+        return;
+    }
+    wsg_reply_json(reply, 200,
+                   json_pack("{s:b, s:s, s:s, s:I, s:I}", "success", 1, "message",
+                             on ? "Group draining" : "Group taken back", "group", group,
+                             "backends", (json_int_t)backends, "sessions", (json_int_t)sessions));
+}
+
+static void drain_gateway(wsg_admin *a, bool on, wsg_reply *reply)
+{
+    if (!on && atomic_load(&a->gw->stopping)) {
+        wsg_reply_error(reply, 409, "the gateway is shutting down: it cannot be taken back");
+        return;
+    }
+    atomic_store(&a->gw->draining, on);
+    unsigned sessions = wsg_gateway_connections(a->gw);
+    wsg_log_info(on ? "gateway draining: new clients refused" : "gateway taken back",
+                 "sessions=%u", sessions);
+    wsg_reply_json(reply, 200,
+                   json_pack("{s:b, s:s, s:I}", "success", 1, "message",
+                             on ? "Gateway draining" : "Gateway accepting again", "sessions",
+                             (json_int_t)sessions));
+}
+
+static void drain_server(wsg_admin *a, const char *id, bool on, wsg_reply *reply)
+{
+    long sessions = wsg_registry_drain(a->gw->registry, id, on);
+    if (sessions < 0) {
+        wsg_reply_error(reply, 404, "Server not found");
+        return;
+    }
+    wsg_reply_json(reply, 200,
+                   json_pack("{s:b, s:s, s:s, s:I}", "success", 1, "message",
+                             on ? "Server draining" : "Server taken back", "serverId", id,
+                             "sessions", (json_int_t)sessions));
+}
+
+/* {"serverId"} (or "id") names a backend, {"group"} a group of them, and an
+ * empty body the whole gateway. */
 static void set_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply, bool on)
 {
     json_t *body = optional_body(req, reply);
     if (body == NULL)
         return;
-    if (!wsg_admin_authorized(a, req, body)) {
-        json_decref(body);
-        wsg_reply_json(reply, 401, json_pack("{s:b, s:s, s:s}", "success", 0, "error",
-                                             "Invalid authentication key", "message",
-                                             "Invalid authentication key"));
-        return;
-    }
     json_t *id = json_object_get(body, "serverId");
     if (id == NULL)
         id = json_object_get(body, "id");
     json_t *group = json_object_get(body, "group");
-    if ((id && !json_is_string(id)) || (group && !json_is_string(group))) {
-        const char *why = id && !json_is_string(id) ? "serverId: must be a string"
-                                                    : "group: must be a string";
-        json_decref(body);
-        wsg_reply_error(reply, 400, why);
-        return;
-    }
-    if (group && id == NULL) {
-        size_t backends;
-        long sessions = wsg_registry_drain_group(a->gw->registry, json_string_value(group), on,
-                                                 &backends);
-        if (backends == 0) {
-            json_decref(body);
-            wsg_reply_error(reply, 404, "no backend in that group");
-            return;
-        }
-        json_t *answer = json_pack("{s:b, s:s, s:s, s:I, s:I}", "success", 1, "message",
-                                   on ? "Group draining" : "Group taken back", "group",
-                                   json_string_value(group), "backends", (json_int_t)backends,
-                                   "sessions", (json_int_t)sessions);
-        json_decref(body);
-        wsg_reply_json(reply, 200, answer);
-        return;
-    }
-    if (id == NULL) {
-        if (!on && atomic_load(&a->gw->stopping)) {
-            json_decref(body);
-            wsg_reply_error(reply, 409, "the gateway is shutting down: it cannot be taken back");
-            return;
-        }
-        atomic_store(&a->gw->draining, on);
-        unsigned sessions = wsg_gateway_connections(a->gw);
-        wsg_log_info(on ? "gateway draining: new clients refused" : "gateway taken back",
-                     "sessions=%u", sessions);
-        json_decref(body);
-        wsg_reply_json(reply, 200,
-                       json_pack("{s:b, s:s, s:I}", "success", 1, "message",
-                                 on ? "Gateway draining" : "Gateway accepting again",
-                                 "sessions", (json_int_t)sessions));
-        return;
-    }
-    long sessions = wsg_registry_drain(a->gw->registry, json_string_value(id), on);
-    if (sessions < 0) {
-        json_decref(body);
-        wsg_reply_error(reply, 404, "Server not found");
-        return;
-    }
-    json_t *answer = json_pack("{s:b, s:s, s:s, s:I}", "success", 1, "message",
-                               on ? "Server draining" : "Server taken back", "serverId",
-                               json_string_value(id), "sessions", (json_int_t)sessions);
+    if (!wsg_admin_authorized(a, req, body))
+        wsg_reply_json(reply, 401, json_pack("{s:b, s:s, s:s}", "success", 0, "error",
+                                             "Invalid authentication key", "message",
+                                             "Invalid authentication key"));
+    else if (id && !json_is_string(id))
+        wsg_reply_error(reply, 400, "serverId: must be a string");
+    else if (group && !json_is_string(group))
+        wsg_reply_error(reply, 400, "group: must be a string");
+    else if (id)
+        drain_server(a, json_string_value(id), on, reply);
+    else if (group)
+        drain_group(a, json_string_value(group), on, reply);
+    else
+        drain_gateway(a, on, reply);
     json_decref(body);
-    wsg_reply_json(reply, 200, answer);
 }
 
 void wsg_api_drain(wsg_admin *a, const wsg_request *req, wsg_reply *reply)
