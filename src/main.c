@@ -528,6 +528,11 @@ static void start_workers(app *a)
         s->worker.on_start = worker_started;
         s->worker.on_command = worker_command;
         s->worker.on_stop = worker_stopped;
+    }
+    /* Only once every slot is set up: a running worker may already answer
+     * a request that reads the others (/_pressure, /metrics). */
+    for (unsigned i = 0; i < a->threads; i++) {
+        slot *s = &a->slots[i];
         int rc = wsg_worker_start(&s->worker);
         if (rc < 0) {
             fprintf(stderr, "wsgate: cannot start worker thread %u: %s\n", i, uv_strerror(rc));
@@ -612,8 +617,9 @@ int main(int argc, char **argv, char **envp)
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
     uv_signal_start(&a.sighup, on_signal, SIGHUP);
-    start_workers(&a);
+    /* Before the workers run: after, a registration may be changing what it reads. */
     log_start(&a);
+    start_workers(&a);
     uv_run(a.loop, UV_RUN_DEFAULT);
     teardown(&a);
     uv_loop_close(a.loop);
