@@ -3,13 +3,14 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 10
 PYTHON     := /usr/bin/python3
 PYTEST     := $(PYTHON) -m pytest -q -p no:cacheprovider
 
 .PHONY: all build run test test-unit test-integration asan test-asan fuzz test-fuzz lint \
-	test-memcheck deps deps-test bench clean format
+	test-memcheck tsan test-tsan deps deps-test bench clean format
 
 all: build
 
@@ -34,13 +35,14 @@ run: build
 	scripts/run-demo.sh
 
 # Everything CI runs: the analysers, unit and integration tests, then the
-# same under AddressSanitizer and UndefinedBehaviorSanitizer, a reduced set
-# under valgrind, then every fuzz target over its corpus and for
-# FUZZ_SECONDS of new inputs.
+# same under AddressSanitizer and UndefinedBehaviorSanitizer, the
+# integration tests under ThreadSanitizer, a reduced set under valgrind,
+# then every fuzz target over its corpus and for FUZZ_SECONDS of new inputs.
 test: deps-test build
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-unit test-integration
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory test-memcheck
 	$(MAKE) --no-print-directory test-fuzz
 
@@ -59,6 +61,19 @@ test-asan: asan
 		meson test -C $(ASAN_BUILD) --suite unit --suite bench --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		WSGATE_BIN=$(CURDIR)/$(ASAN_BUILD)/wsgate WSGATE_SANITIZED=1 $(PYTEST) -n 2 tests/integration
+
+# The gateway is multi-threaded (workers share the registry, the sessions
+# and the admin state): the integration tests again with ThreadSanitizer.
+# A data race report in the gateway's stderr fails the test it happened in.
+$(TSAN_BUILD)/build.ninja:
+	CC=gcc meson setup $(TSAN_BUILD) --buildtype=debug -Db_sanitize=thread -Db_lundef=false
+
+tsan: deps-test $(TSAN_BUILD)/build.ninja
+	ninja -C $(TSAN_BUILD) wsgate
+
+test-tsan: tsan
+	TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1 WSGATE_BIN=$(CURDIR)/$(TSAN_BUILD)/wsgate \
+		WSGATE_SANITIZED=1 $(PYTEST) -n 2 tests/integration
 
 # cppcheck and clang-tidy (.clang-tidy says which checks and why): any
 # finding fails.
@@ -95,4 +110,4 @@ format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'bench/*.c')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

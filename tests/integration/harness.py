@@ -61,6 +61,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n different free ports: each held open until all are chosen, so the
+    kernel cannot hand out the same one twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def random_key(n=32):
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(n))
@@ -212,7 +227,7 @@ class Gateway:
     def start(self, timeout=10.0):
         for attempt in range(3):
             if self.standard_flags:
-                self.ws_port, self.http_port = free_port(), free_port()
+                self.ws_port, self.http_port = free_ports(2)
             with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
                 self.proc = subprocess.Popen(self.command(), stdout=out, stderr=err, cwd=self.tmp,
                                              env=self.env, preexec_fn=_die_with_parent)
@@ -306,7 +321,8 @@ class Gateway:
             if self.proc.returncode not in (0, -signal.SIGKILL):
                 problems.append(f"{self.name} exited with status {self.proc.returncode} on SIGTERM")
         err = self.stderr()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:"):
+        for marker in ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                       "ThreadSanitizer", "runtime error:"):
             if marker in err:
                 problems.append(f"{self.name}: sanitizer report in stderr:\n{err[-4000:]}")
                 break

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import websockets
 
-from harness import WSGATE_BIN, clean_env, free_port, port_accepts, random_key, run
+from harness import WSGATE_BIN, clean_env, free_port, free_ports, port_accepts, random_key, run
 
 
 def wsgate(args=(), env=None, cwd=None, timeout=5):
@@ -91,7 +91,8 @@ VALUED = [(f, e) for f, e in help_options() if e and f not in ("--env-file", "--
 def isolated(flag):
     """Loopback and free ports, except for the option under test: a wrongly
     accepted value must not make a gateway listen on 0.0.0.0:9000."""
-    base = {"--bind": "127.0.0.1", "--ws-port": free_port(), "--websrv-port": free_port()}
+    ws_port, http_port = free_ports(2)
+    base = {"--bind": "127.0.0.1", "--ws-port": ws_port, "--websrv-port": http_port}
     return [x for k, v in base.items() if k != flag for x in (k, v)]
 
 
@@ -210,7 +211,7 @@ def test_unset_key_is_generated_and_shown_once(make_gateway, echo_backend):
 
 
 def test_env_file_supplies_values_and_flags_beat_env_beat_file(make_gateway, echo_backend, tmp_path):
-    file_ws, file_http, env_ws, env_http, flag_http = (free_port() for _ in range(5))
+    file_ws, file_http, env_ws, env_http, flag_http = free_ports(5)
     key = random_key()
     envfile = tmp_path / "gw.env"
     envfile.write_text(
@@ -249,7 +250,7 @@ def test_env_file_supplies_values_and_flags_beat_env_beat_file(make_gateway, ech
 
 
 def test_env_file_from_wsgate_env_file_variable(make_gateway, echo_backend, tmp_path):
-    ws_port, http_port = free_port(), free_port()
+    ws_port, http_port = free_ports(2)
     f = tmp_path / "via-var.env"
     f.write_text(f"WS_PORT={ws_port}\nWEBSRV_PORT={http_port}\nWSGATE_BIND=127.0.0.1\n"
                  f"GATEWAY_AUTH_KEY={random_key()}\nWSGATE_BACKENDS={echo_backend.addr}\n")
@@ -259,7 +260,7 @@ def test_env_file_from_wsgate_env_file_variable(make_gateway, echo_backend, tmp_
 
 
 def test_default_env_file_in_working_directory(make_gateway, echo_backend, tmp_path):
-    ws_port, http_port = free_port(), free_port()
+    ws_port, http_port = free_ports(2)
     (tmp_path / ".env.gateway").write_text(
         f"WS_PORT={ws_port}\nWEBSRV_PORT={http_port}\nWSGATE_BIND=127.0.0.1\n"
         f"GATEWAY_AUTH_KEY={random_key()}\nWSGATE_BACKENDS={echo_backend.addr}\n")
@@ -269,7 +270,7 @@ def test_default_env_file_in_working_directory(make_gateway, echo_backend, tmp_p
 
 def test_env_var_values_work(make_gateway, echo_backend):
     """Env alone configures a working gateway (with durations in units)."""
-    ws_port, http_port = free_port(), free_port()
+    ws_port, http_port = free_ports(2)
     g = make_gateway(env={
         "WS_PORT": str(ws_port), "WEBSRV_PORT": str(http_port), "WSGATE_BIND": "127.0.0.1",
         "GATEWAY_AUTH_KEY": random_key(), "WSGATE_BACKENDS": echo_backend.addr,
@@ -299,7 +300,8 @@ def test_port_in_use_exits_nonzero_with_message(tmp_path, which):
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = s.getsockname()[1]
-        ports = {"--ws-port": free_port(), "--websrv-port": free_port()}
+        ws_port, http_port = free_ports(2)
+        ports = {"--ws-port": ws_port, "--websrv-port": http_port}
         ports[which] = busy
         r = wsgate(["--gateway-auth-key", random_key(), "--bind", "127.0.0.1",
                     "--ws-port", ports["--ws-port"], "--websrv-port", ports["--websrv-port"]],
