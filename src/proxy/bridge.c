@@ -41,11 +41,6 @@ const wsg_config *bridge_config(const wsg_bridge *b)
     return b->proxy->gw->cfg;
 }
 
-static const wsg_config *config_of(const wsg_bridge *b)
-{
-    return b->proxy->gw->cfg;
-}
-
 void bridge_arm(wsg_bridge *b, uint64_t due)
 {
     if (!wsg_wheel_scheduled(&b->timer.node) || due < b->timer.node.due)
@@ -171,7 +166,7 @@ void bridge_sync_reading(wsg_bridge *b)
  * mark the backend stops being read, and the slow-consumer clock starts. */
 static void note_client_backlog(wsg_bridge *b)
 {
-    if (b->stall_at || wsg_sock_pending(&b->client) <= config_of(b)->write_high_water)
+    if (b->stall_at || wsg_sock_pending(&b->client) <= bridge_config(b)->write_high_water)
         return;
     uint64_t now = bridge_now(b);
     b->stall_at = stamp(now);
@@ -179,20 +174,20 @@ static void note_client_backlog(wsg_bridge *b)
     if (b->up && b->up->backend)
         wsg_backend_count(&backend_stats(b)->backpressure_pauses, 1);
     bridge_sync_reading(b);
-    bridge_arm(b, now + config_of(b)->slow_consumer_timeout);
+    bridge_arm(b, now + bridge_config(b)->slow_consumer_timeout);
 }
 
 static void note_backend_backlog(wsg_bridge *b)
 {
     wsg_upstream *u = b->up;
-    if (u->stall_at || wsg_sock_pending(&u->sock) <= config_of(b)->write_high_water)
+    if (u->stall_at || wsg_sock_pending(&u->sock) <= bridge_config(b)->write_high_water)
         return;
     uint64_t now = bridge_now(b);
     u->stall_at = stamp(now);
     wsg_count(&b->proxy->counters, WSG_C_BACKPRESSURE_PAUSES, 1);
     wsg_backend_count(&backend_stats(b)->backpressure_pauses, 1);
     bridge_sync_reading(b);
-    bridge_arm(b, now + config_of(b)->slow_consumer_timeout);
+    bridge_arm(b, now + bridge_config(b)->slow_consumer_timeout);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -212,7 +207,7 @@ int bridge_write_client(wsg_bridge *b, const void *data, size_t len)
     return 0;
 }
 
-static int write_backend(wsg_bridge *b, const void *data, size_t len)
+int bridge_write_backend(wsg_bridge *b, const void *data, size_t len)
 {
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
     int rc = wsg_sock_write(&b->up->sock, &buf, 1);
@@ -224,7 +219,7 @@ static int write_backend(wsg_bridge *b, const void *data, size_t len)
     return 0;
 }
 
-static bool can_frame_client(const wsg_bridge *b)
+bool bridge_can_frame_client(const wsg_bridge *b)
 {
     if (b->flags & BF_CLIENT_GOT_CLOSE || wsg_sock_is_closing(&b->client))
         return false;
@@ -243,7 +238,7 @@ bool bridge_can_frame_backend(const wsg_bridge *b)
 static void close_frame_to_client(wsg_bridge *b, uint16_t code, const char *reason)
 {
     uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
-    if (!can_frame_client(b))
+    if (!bridge_can_frame_client(b))
         return;
     size_t n = wsg_ws_close_frame(frame, code, reason, NULL);
     b->flags |= BF_CLIENT_GOT_CLOSE;
@@ -258,7 +253,7 @@ void bridge_close_frame_to_backend(wsg_bridge *b, uint16_t code, const char *rea
         return;
     size_t n = wsg_ws_close_frame(frame, code, reason, &b->proxy->worker->rng);
     b->flags |= BF_BACKEND_GOT_CLOSE;
-    write_backend(b, frame, n);
+    bridge_write_backend(b, frame, n);
 }
 
 /* ---- ending ------------------------------------------------------------- */
@@ -310,7 +305,7 @@ void bridge_end(wsg_bridge *b, const char *why)
     bridge_not_pending(b);
     release_address(b);
     migrate_abandon_retiring(b);
-    b->end_at = stamp(now + config_of(b)->close_timeout);
+    b->end_at = stamp(now + bridge_config(b)->close_timeout);
     if (b->up && wsg_sock_pending(&b->up->sock) == 0)
         bridge_release_upstream(b);
     if (wsg_sock_pending(&b->client) == 0)
@@ -423,12 +418,6 @@ static void send_to_client(wsg_bridge *b, relay_out *o)
     note_client_backlog(b);
 }
 
-static bool is_our_pong(const wsg_bridge *b, const wsg_ws_span *span)
-{
-    return span->header.opcode == WSG_WS_OP_PONG && span->header.len == 12 &&
-           memcmp(span->payload, b->proxy->gw->ping_token, 4) == 0;
-}
-
 static uint16_t close_code_of(const wsg_ws_span *span)
 {
     if (span->header.len < 2)
@@ -444,7 +433,7 @@ static bool relaying(const wsg_bridge *b)
 static void enter_closing(wsg_bridge *b)
 {
     b->state = B_CLOSING;
-    uint64_t end = bridge_now(b) + config_of(b)->close_timeout;
+    uint64_t end = bridge_now(b) + bridge_config(b)->close_timeout;
     b->end_at = stamp(end);
     bridge_arm(b, end);
 }
@@ -452,7 +441,7 @@ static void enter_closing(wsg_bridge *b)
 /* A control frame from the client. Returns false when the bridge ended. */
 static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const wsg_ws_span *span)
 {
-    if (is_our_pong(b, span))
+    if (liveness_is_our_pong(b, span))
         return true;
     /* Read the close code while the payload is still in the clear. */
     uint16_t code = close_code_of(span);
@@ -490,7 +479,7 @@ static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const ws
 
 static bool backend_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const wsg_ws_span *span)
 {
-    if (is_our_pong(b, span))
+    if (liveness_is_our_pong(b, span))
         return true;
     if (span->header.opcode != WSG_WS_OP_CLOSE) {
         out_add(o, frame, span->len, b, false);
@@ -532,7 +521,7 @@ static void protocol_error(wsg_bridge *b, const wsg_ws_span *span, bool from_cli
  * the bridge was closed for it; a message to drop sets BF_DROPPING. */
 static bool over_message_rate(wsg_bridge *b, relay_out *o)
 {
-    const wsg_config *cfg = config_of(b);
+    const wsg_config *cfg = bridge_config(b);
     if (wsg_bucket_take(&b->messages, cfg->message_rate, cfg->message_burst, bridge_now(b), NULL))
         return true;
     if (strcmp(cfg->message_rate_action, "drop") == 0) {
@@ -550,7 +539,7 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
 {
     wsg_proxy *px = b->proxy;
     relay_out o = {.n = 0};
-    bool limited = config_of(b)->message_rate > 0;
+    bool limited = bridge_config(b)->message_rate > 0;
     while (n > 0 && relaying(b) && !(b->flags & BF_CLIENT_SENT_CLOSE)) {
         wsg_ws_span span;
         bool fresh = wsg_ws_stream_at_message_boundary(&b->rx);
@@ -768,7 +757,7 @@ static void client_drained(wsg_bridge *b)
             finish_client(b);
         return;
     }
-    if (b->stall_at && pending <= config_of(b)->write_high_water / 2) {
+    if (b->stall_at && pending <= bridge_config(b)->write_high_water / 2) {
         b->stall_at = 0;
         bridge_sync_reading(b);
     }
@@ -783,7 +772,7 @@ static void backend_drained(wsg_bridge *b)
             bridge_release_upstream(b);
         return;
     }
-    if (u->stall_at && pending <= config_of(b)->write_high_water / 2) {
+    if (u->stall_at && pending <= bridge_config(b)->write_high_water / 2) {
         u->stall_at = 0;
         bridge_sync_reading(b);
     }
@@ -868,132 +857,6 @@ void bridge_on_upstream_event(wsg_sock *s, int status, int events)
 
 /* ---- timers ------------------------------------------------------------- */
 
-static void ping_payload(const wsg_bridge *b, uint64_t now, uint8_t out[12])
-{
-    memcpy(out, b->proxy->gw->ping_token, 4);
-    for (int i = 0; i < 8; i++)
-        out[4 + i] = (uint8_t)(now >> (56 - 8 * i));
-}
-
-static void ping_client(wsg_bridge *b, uint64_t now)
-{
-    uint8_t payload[12];
-    uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
-    if (!can_frame_client(b))
-        return;
-    ping_payload(b, now, payload);
-    size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload), NULL);
-    b->ping_at = stamp(now);
-    bridge_write_client(b, frame, n);
-}
-
-static void ping_backend(wsg_bridge *b, uint64_t now)
-{
-    uint8_t payload[12];
-    uint8_t frame[WSG_WS_MAX_CONTROL_FRAME];
-    if (!bridge_can_frame_backend(b))
-        return;
-    ping_payload(b, now, payload);
-    size_t n = wsg_ws_control_frame(frame, WSG_WS_OP_PING, payload, sizeof(payload),
-                                    &b->proxy->worker->rng);
-    b->up->ping_at = stamp(now);
-    write_backend(b, frame, n);
-}
-
-static uint64_t earliest(uint64_t a, uint64_t b)
-{
-    return a < b ? a : b;
-}
-
-/* The next moment a liveness rule may act, from the current state. */
-static uint64_t next_check(const wsg_bridge *b, uint64_t now)
-{
-    const wsg_config *cfg = config_of(b);
-    const wsg_upstream *u = b->up;
-    uint64_t due = b->ping_at ? past(now, b->ping_at) + cfg->pong_timeout
-                              : past(now, b->rx_at) + cfg->ping_interval;
-    if (u && u->state == U_OPEN) {
-        due = earliest(due, u->ping_at ? past(now, u->ping_at) + cfg->pong_timeout
-                                       : past(now, u->rx_at) + cfg->ping_interval);
-        if (u->stall_at)
-            due = earliest(due, past(now, u->stall_at) + cfg->slow_consumer_timeout);
-    }
-    if (b->stall_at)
-        due = earliest(due, past(now, b->stall_at) + cfg->slow_consumer_timeout);
-    if (cfg->idle_timeout)
-        due = earliest(due, past(now, b->msg_at) + cfg->idle_timeout);
-    if (b->state == B_CLOSING)
-        due = earliest(due, around(now, b->end_at));
-    if (b->mig)
-        due = earliest(due, migrate_next_due(b));
-    if (u && u->state != U_OPEN && dial_deadline(u))
-        due = earliest(due, dial_deadline(u));
-    return due;
-}
-
-static void check_liveness(wsg_bridge *b, uint64_t now)
-{
-    const wsg_config *cfg = config_of(b);
-    wsg_counters *c = &b->proxy->counters;
-    wsg_upstream *u = b->up;
-
-    if (b->state == B_CLOSING && now >= around(now, b->end_at)) {
-        bridge_end(b, "close handshake timed out");
-        return;
-    }
-    if (b->mig) {
-        if (u && u->state != U_OPEN && now >= dial_deadline(u))
-            migrate_dial_failed(b, "backend did not answer in time");
-        migrate_on_timer(b, now);
-        if (b->state == B_ENDING)
-            return;
-        u = b->up;
-    }
-    if (b->ping_at && now >= past(now, b->ping_at) + cfg->pong_timeout) {
-        wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
-        bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "ping timeout", WSG_WS_CLOSE_GOING_AWAY,
-                   "client went away", "client did not answer a ping");
-        return;
-    }
-    if (u && u->state == U_OPEN && !b->mig && u->ping_at &&
-        now >= past(now, u->ping_at) + cfg->pong_timeout) {
-        wsg_count(c, WSG_C_PING_TIMEOUTS, 1);
-        bridge_upstream_failed(b, "backend did not answer a ping");
-        return;
-    }
-    if (b->stall_at && now >= past(now, b->stall_at) + cfg->slow_consumer_timeout) {
-        wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
-        bridge_close_client(b, WSG_WS_CLOSE_POLICY, "slow consumer");
-        return;
-    }
-    if (u && u->stall_at && now >= past(now, u->stall_at) + cfg->slow_consumer_timeout) {
-        wsg_count(c, WSG_C_SLOW_CONSUMERS, 1);
-        bridge_close_both(b, WSG_WS_CLOSE_INTERNAL, "backend not reading", WSG_WS_CLOSE_POLICY,
-                   "slow consumer", "backend stopped reading");
-        return;
-    }
-    if (cfg->idle_timeout && now >= past(now, b->msg_at) + cfg->idle_timeout) {
-        wsg_count(c, WSG_C_IDLE_TIMEOUTS, 1);
-        bridge_close_both(b, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
-                   "idle timeout", "idle timeout");
-        return;
-    }
-    if (!b->ping_at && now >= past(now, b->rx_at) + cfg->ping_interval)
-        ping_client(b, now);
-    if (b->state == B_ENDING)
-        return;
-    if (b->up && b->up->state == U_OPEN && !b->mig && !b->up->ping_at &&
-        now >= past(now, b->up->rx_at) + cfg->ping_interval)
-        ping_backend(b, now);
-    if (b->state == B_ENDING)
-        return;
-    uint64_t due = next_check(b, now);
-    /* A ping that had to wait for a frame boundary is tried next tick. */
-    if (due <= now)
-        due = now + 1;
-    wsg_timer_schedule(b->proxy->worker, &b->timer, due);
-}
-
 static void on_timer(wsg_timer *t)
 {
     wsg_bridge *b = wsg_container_of(t, wsg_bridge, timer);
@@ -1006,7 +869,7 @@ static void on_timer(wsg_timer *t)
         break;
     case B_OPEN:
     case B_CLOSING:
-        check_liveness(b, now);
+        liveness_check(b, now);
         break;
     case B_ENDING:
         if (now >= around(now, b->end_at)) {
@@ -1043,7 +906,7 @@ void bridge_open(wsg_bridge *b)
     wsg_count(&b->proxy->counters, WSG_C_CONNECTIONS_OPENED, 1);
     log_open(b, upgrade_target(b));
     bridge_sync_reading(b);
-    wsg_timer_schedule(b->proxy->worker, &b->timer, now + config_of(b)->ping_interval);
+    wsg_timer_schedule(b->proxy->worker, &b->timer, now + bridge_config(b)->ping_interval);
     if (b->held) {
         /* Frames the client sent before it saw our 101. */
         wsg_buf *early = b->held;

@@ -180,7 +180,15 @@ void bridge_relay_from_backend(wsg_bridge *b, wsg_upstream *u, uint8_t *p, size_
 void bridge_close_upstream(wsg_upstream *u);
 void bridge_release_upstream(wsg_bridge *b);
 int bridge_write_client(wsg_bridge *b, const void *data, size_t len);
+int bridge_write_backend(wsg_bridge *b, const void *data, size_t len);
+/* Whether a frame of ours may go to the client now (between its frames). */
+bool bridge_can_frame_client(const wsg_bridge *b);
 void bridge_on_upstream_event(wsg_sock *s, int status, int events);
+
+/* liveness.c */
+bool liveness_is_our_pong(const wsg_bridge *b, const wsg_ws_span *span);
+/* Acts on whichever deadline has passed, then arms the timer for the next. */
+void liveness_check(wsg_bridge *b, uint64_t now);
 
 /* proxy.c */
 /* Marks a backend suspect after a failed dial or answer and logs `what`,
