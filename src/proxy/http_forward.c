@@ -534,7 +534,7 @@ static int connected(wsg_forward *f)
     wsg_sock_set_reading(&f->up->sock, true);
     wsg_buf *early = f->early;
     f->early = NULL;
-    rc = take_client_bytes(f, wsg_buf_begin(early), wsg_buf_len(early));
+    rc = early ? take_client_bytes(f, wsg_buf_begin(early), wsg_buf_len(early)) : 0;
     wsg_buf_free(&early);
     if (rc == -400 || rc == -503)
         return UV_EINVAL;
