@@ -3,6 +3,7 @@
 services configured with UPSTREAMS."""
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -347,7 +348,10 @@ def test_api_large_upload_streams_with_bounded_memory(make_gateway, http_backend
     assert r.json()["body_len"] == size
     assert r2.json()["body_len"] == size
     assert got == size
-    assert peak[0] - before < 12 * 1024, f"RSS grew {peak[0] - before} KiB for a 20 MiB body"
+    # AddressSanitizer keeps freed memory in quarantine (256 MiB), so RSS
+    # says nothing about buffering in a sanitized build.
+    if not os.environ.get("WSGATE_SANITIZED"):
+        assert peak[0] - before < 12 * 1024, f"RSS grew {peak[0] - before} KiB for a 20 MiB body"
 
 
 def test_api_metrics_count_requests_by_class(api_gateway):
