@@ -346,8 +346,7 @@ static int answer_head(wsg_forward *f, const wsg_http_head *ans, bool body)
     int rc = put_cstr(&w, line);
     for (uint32_t i = 0; i < ans->header_count; i++) {
         const wsg_http_header *hd = &ans->headers[i];
-        if (wsg_http_forwardable(hd->name, connection) ||
-            wsg_str_eq_nocase(hd->name, WSG_STR("Host")))
+        if (wsg_http_forwardable(hd->name, connection))
             rc |= put_header(&w, hd->name, hd->value);
     }
     bool length = ans->content_length != WSG_HTTP_NO_LENGTH && !ans->chunked;

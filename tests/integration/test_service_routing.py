@@ -404,3 +404,59 @@ def test_sse_client_disconnect_closes_the_backend_stream(api_gateway):
         got += s.recv(4096)
     s.close()
     assert api_gateway.users.stream_closed.wait(10), "backend stream still open"
+
+
+# ---- registered backends and reserved names -------------------------------
+
+def test_registered_backend_http_port_and_ws_port(make_gateway, make_backend, http_backend):
+    api = http_backend("reg-http")
+    ws = make_backend("echo", "reg-ws")
+    gw = make_gateway()
+    r = requests.post(gw.http_url("/register"), json={
+        "id": "reg-1", "host": "127.0.0.1", "port": api.port, "wsPort": ws.port,
+        "service": "orders", "authKey": gw.key}, timeout=5)
+    assert r.json()["success"] is True
+    # HTTP goes to the registered `port`, WebSocket to `wsPort`.
+    assert requests.get(gw.http_url("/api/orders/echo/1"), timeout=5).json()["backend"] == "reg-http"
+    got = whoami(f"ws://127.0.0.1:{gw.http_port}/ws/orders?path=/o&clientId=z")
+    assert got["backend"] == "reg-ws" and got["path"] == "/o?clientId=z"
+
+
+@pytest.mark.parametrize("name", ["login", "logout", "stats", "connections", "history"])
+def test_admin_names_are_refused_as_services(make_gateway, name):
+    gw = make_gateway()
+    r = requests.post(gw.http_url("/register"), json={
+        "id": "x-1", "host": "127.0.0.1", "port": 1, "wsPort": 1, "service": name,
+        "authKey": gw.key}, timeout=5)
+    assert r.status_code == 400 and name in r.json()["error"]
+    bad = make_gateway(env={"UPSTREAMS": json.dumps({name: ["http://127.0.0.1:1"]})},
+                       start=False)
+    with pytest.raises(RuntimeError):
+        bad.start(timeout=3)
+    assert "cannot be a service name" in bad.stderr()
+
+
+# ---- over TLS ---------------------------------------------------------------
+
+def test_routes_over_tls(tmp_path, make_backend, http_backend):
+    from certs import CertFactory
+    from tlsgw import TlsGateway
+    pki = CertFactory(tmp_path / "pki")
+    pair = pki.issue("server", "gw.test", dns=["localhost", "gw.test"], ips=["127.0.0.1"])
+    chat, users = make_backend("echo", "chat1"), http_backend("users1")
+    gw = TlsGateway(tmp_path, args=["--http-tls", "true", "--tls-cert", pair.cert,
+                                    "--tls-key", pair.key],
+                    env={"UPSTREAMS": upstreams(chat=[chat], users=[users])},
+                    ca=pki.ca.cert, ws_tls=False, http_tls=True, name="tlsgw")
+    try:
+        gw.start()
+        got = whoami(f"wss://127.0.0.1:{gw.http_port}/ws/chat?path=/secure&clientId=t",
+                     ssl=gw.client_ssl())
+        assert got["backend"] == "chat1" and got["path"] == "/secure?clientId=t"
+        r = requests.post(gw.http_url("/api/users/echo"), data=b"s" * 300_000,
+                          verify=str(pki.ca.cert), timeout=5)
+        assert r.json()["body_len"] == 300_000
+        assert header(r.json()["headers"], "X-Forwarded-Proto") == ["https"]
+    finally:
+        problems = gw.teardown()
+    assert not problems, problems
