@@ -121,8 +121,11 @@ bool wsg_http_forwardable(wsg_str name, wsg_str connection)
     /* Written by the gateway itself: Host as the client sent it, framing
      * from the body actually sent, the forwarding headers from the peer. */
     static const wsg_str ours[] = {
-        WSG_STR("Host"),          WSG_STR("Content-Length"),    WSG_STR("X-Forwarded-For"),
-        WSG_STR("X-Forwarded-Proto"), WSG_STR("X-Real-IP"),
+        WSG_STR("Host"),
+        WSG_STR("Content-Length"),
+        WSG_STR("X-Forwarded-For"),
+        WSG_STR("X-Forwarded-Proto"),
+        WSG_STR("X-Real-IP"),
     };
     for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
         if (wsg_str_eq_nocase(name, ours[i]))

@@ -46,36 +46,36 @@ typedef struct forward_up {
 } forward_up;
 
 struct wsg_forward {
-    forward_up *up;          /* NULL when no backend connection is open */
+    forward_up *up; /* NULL when no backend connection is open */
     wsg_timer timer;
     wsg_proxy *proxy;
     wsg_forward_client client; /* client.sock is NULL once the port was told */
-    wsg_forward **slot;      /* the port's pointer to us, cleared at the end */
+    wsg_forward **slot;        /* the port's pointer to us, cleared at the end */
     wsg_service *service;
-    wsg_backend *backend;    /* picked (counted on it) while dialling and after */
-    wsg_backend *sticky;     /* the session's backend, a reference; tried first */
+    wsg_backend *backend; /* picked (counted on it) while dialling and after */
+    wsg_backend *sticky;  /* the session's backend, a reference; tried first */
     wsg_session *session;
-    wsg_buf *head;           /* our request head, until the connect completes */
-    wsg_buf *early;          /* client bytes read with the head, until then too */
-    wsg_buf *rest;           /* client bytes past the request */
-    wsg_buf *answer;         /* the backend's answer head as it arrives */
-    wsg_http_reader req;     /* the client's request, past its head */
-    wsg_http_reader resp;    /* the backend's answer */
+    wsg_buf *head;        /* our request head, until the connect completes */
+    wsg_buf *early;       /* client bytes read with the head, until then too */
+    wsg_buf *rest;        /* client bytes past the request */
+    wsg_buf *answer;      /* the backend's answer head as it arrives */
+    wsg_http_reader req;  /* the client's request, past its head */
+    wsg_http_reader resp; /* the backend's answer */
     wsg_http_head resp_head;
     uint64_t id;
-    uint64_t deadline;       /* loop ms; 0: none */
+    uint64_t deadline; /* loop ms; 0: none */
     uint64_t started;
-    int status;              /* what the client was answered; 0 before */
+    int status; /* what the client was answered; 0 before */
     uint8_t state;
     uint8_t dials;
     bool sse;
-    bool head_only;          /* HEAD: the answer has no body */
-    bool keep;               /* the client connection may serve another request */
-    bool client_http10;      /* cannot take chunked answers */
-    bool req_chunked;        /* the body goes to the backend chunked */
-    bool req_done;           /* the whole request body has gone to the backend */
-    bool chunk_out;          /* the answer goes to the client chunked */
-    bool failed_write;       /* a write inside a body walk failed */
+    bool head_only;     /* HEAD: the answer has no body */
+    bool keep;          /* the client connection may serve another request */
+    bool client_http10; /* cannot take chunked answers */
+    bool req_chunked;   /* the body goes to the backend chunked */
+    bool req_done;      /* the whole request body has gone to the backend */
+    bool chunk_out;     /* the answer goes to the client chunked */
+    bool failed_write;  /* a write inside a body walk failed */
 };
 
 static const wsg_config *config_of(const wsg_forward *f)
@@ -160,8 +160,10 @@ static void fail(wsg_forward *f, int status, const char *extra, const char *mess
     char answer[512];
     char who[64];
     wsg_peer_format(f->client.peer, who, sizeof(who));
-    wsg_log_info("http request failed", "req=%llu client=%s service=%s backend=%s status=%d "
-                 "why=\"%s\"", (unsigned long long)f->id, who, f->service ? f->service->name : "-",
+    wsg_log_info("http request failed",
+                 "req=%llu client=%s service=%s backend=%s status=%d "
+                 "why=\"%s\"",
+                 (unsigned long long)f->id, who, f->service ? f->service->name : "-",
                  f->backend ? f->backend->id : "-", f->state == F_STREAMING ? 0 : status, message);
     if (f->state == F_STREAMING || f->client.sock == NULL) {
         finish(f, WSG_FORWARD_ABORT);
@@ -609,8 +611,8 @@ static int dial(wsg_forward *f, wsg_backend *backend)
 static void dial_next(wsg_forward *f, wsg_backend *failed)
 {
     wsg_gateway *gw = f->proxy->gw;
-    wsg_str key = f->session ? wsg_str_make(f->session->key, f->session->key_len)
-                             : wsg_str_make(NULL, 0);
+    wsg_str key =
+        f->session ? wsg_str_make(f->session->key, f->session->key_len) : wsg_str_make(NULL, 0);
     wsg_backend *avoid = failed;
     if (failed) {
         /* Kept alive while compared against; its session count goes now. */
@@ -621,8 +623,8 @@ static void dial_next(wsg_forward *f, wsg_backend *failed)
         f->backend = NULL;
     }
     while (f->dials < MAX_DIALS && now_of(f) < f->deadline) {
-        wsg_backend *b = wsg_registry_pick(gw->registry, f->service, key, f->sticky, avoid,
-                                           now_of(f));
+        wsg_backend *b =
+            wsg_registry_pick(gw->registry, f->service, key, f->sticky, avoid, now_of(f));
         if (b == NULL)
             break;
         f->dials++;
@@ -655,8 +657,9 @@ static void on_timer(wsg_timer *t)
     }
     if (f->backend && f->state != F_STREAMING)
         wsg_backend_mark_suspect(f->backend, now, SUSPECT_MS);
-    fail(f, 504, "", f->state == F_STREAMING ? "backend stalled in the middle of the body"
-                                             : "backend did not answer in time");
+    fail(f, 504, "",
+         f->state == F_STREAMING ? "backend stalled in the middle of the body"
+                                 : "backend did not answer in time");
 }
 
 /* ---- the request ------------------------------------------------------- */
@@ -700,13 +703,15 @@ static int prepare(wsg_forward *f, const wsg_forward_request *r)
     char target[4096];
     wsg_registry *reg = f->proxy->gw->registry;
     const wsg_http_head *h = r->head;
-    f->service = wsg_registry_name_reserved(r->service) ? NULL
-                                                         : wsg_registry_service(reg, r->service);
+    f->service =
+        wsg_registry_name_reserved(r->service) ? NULL : wsg_registry_service(reg, r->service);
     if (f->service == NULL) {
-        char quoted[128];
-        if (wsg_json_quote(quoted, sizeof(quoted), r->service.p, r->service.len) == 0)
-            snprintf(quoted, sizeof(quoted), "(too long)");
-        snprintf(unknown, sizeof(unknown), "unknown service %s", quoted);
+        /* Only a valid name is repeated: the text goes to the log too. */
+        if (wsg_registry_name_valid(r->service) && r->service.len < 100)
+            snprintf(unknown, sizeof(unknown), "unknown service: %.*s", (int)r->service.len,
+                     r->service.p);
+        else
+            snprintf(unknown, sizeof(unknown), "unknown service");
         fail(f, 404, "", unknown);
         return -1;
     }
@@ -724,8 +729,8 @@ static int prepare(wsg_forward *f, const wsg_forward_request *r)
     return 0;
 }
 
-void wsg_forward_start(wsg_proxy *p, const wsg_forward_client *client,
-                       const wsg_forward_request *r, wsg_forward **slot)
+void wsg_forward_start(wsg_proxy *p, const wsg_forward_client *client, const wsg_forward_request *r,
+                       wsg_forward **slot)
 {
     const wsg_config *cfg = p->gw->cfg;
     wsg_forward *f = calloc(1, sizeof(*f));

@@ -408,10 +408,11 @@ static int route(wsg_bridge *b, char *target, size_t cap, const char **msg)
     }
     hs->service = wsg_registry_name_reserved(name) ? NULL : wsg_registry_service(r, name);
     if (hs->service == NULL) {
-        char quoted[128];
-        if (wsg_json_quote(quoted, sizeof(quoted), name.p, name.len) == 0)
-            snprintf(quoted, sizeof(quoted), "(too long)");
-        snprintf(unknown, sizeof(unknown), "unknown service %s", quoted);
+        /* Only a valid name is repeated: the text goes to the log too. */
+        if (wsg_registry_name_valid(name) && name.len < 100)
+            snprintf(unknown, sizeof(unknown), "unknown service: %.*s", (int)name.len, name.p);
+        else
+            snprintf(unknown, sizeof(unknown), "unknown service");
         *msg = unknown;
         return 404;
     }

@@ -442,7 +442,8 @@ static int load_upstreams(wsg_registry *r, const char *text, char *err, size_t e
         if (!wsg_registry_name_valid(wsg_str_cstr(name)) ||
             wsg_registry_name_reserved(wsg_str_cstr(name))) {
             snprintf(err, errlen, "UPSTREAMS (--upstreams): \"%s\" cannot be a service name "
-                     "(letters, digits, '-', '_', '.'; not login, logout, stats, connections, history)",
+                     "(letters, digits, '-', '_', '.'; not login, logout, stats, connections, "
+                     "history)",
                      name);
             goto out;
         }
