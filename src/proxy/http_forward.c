@@ -542,30 +542,44 @@ static int connected(wsg_forward *f)
     return rc < 0 ? UV_EPIPE : 0;
 }
 
+/* A connect that failed: the backend is avoided for a while (and said so
+ * once while it stays suspect, as for WebSocket dials) and the next one is
+ * tried. */
+static void connect_failed(wsg_forward *f, int rc)
+{
+    uint64_t now = now_of(f);
+    bool known = atomic_load_explicit(&f->backend->suspect_until, memory_order_relaxed) > now;
+    wsg_backend_mark_suspect(f->backend, now, SUSPECT_MS);
+    if (!known)
+        wsg_log_warn("backend unreachable", "backend=%s req=%llu why=\"%s\"", f->backend->id,
+                     (unsigned long long)f->id, uv_strerror(rc));
+    dial_next(f, f->backend);
+}
+
 static void on_up_event(wsg_sock *s, int status, int events)
 {
     wsg_forward *f = wsg_container_of(s, forward_up, sock)->f;
-    if (status < 0) {
-        fail(f, 502, "", "backend connection failed");
-        return;
-    }
     if (f->state == F_DIALING) {
-        if (!(events & UV_WRITABLE))
+        if (status == 0 && !(events & UV_WRITABLE))
             return;
-        int rc = connected(f);
+        /* A refused connect shows as a poll error; SO_ERROR says why. */
+        int rc = status < 0 ? wsg_sock_connect_result(&f->up->sock) : connected(f);
+        if (status < 0 && rc == 0)
+            rc = status;
         if (rc == UV_EINVAL) {
             fail(f, 400, "", "malformed request body");
             return;
         }
         if (rc < 0) {
-            wsg_log_warn("backend unreachable", "backend=%s req=%llu why=\"%s\"", f->backend->id,
-                         (unsigned long long)f->id, uv_strerror(rc));
-            wsg_backend_mark_suspect(f->backend, now_of(f), SUSPECT_MS);
-            dial_next(f, f->backend);
+            connect_failed(f, rc);
             return;
         }
         touch(f);
         sync_reading(f);
+        return;
+    }
+    if (status < 0) {
+        fail(f, 502, "", "backend connection failed");
         return;
     }
     if (events & UV_WRITABLE) {

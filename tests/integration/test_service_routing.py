@@ -250,6 +250,14 @@ def test_api_round_robin_across_two_backends(api_gateway):
     assert all(r["backend"].startswith("users") for r in api_gateway.users.requests)
 
 
+def test_api_dead_backend_is_skipped(api_gateway):
+    api_gateway.billing[1].stop()
+    seen = [requests.get(api_gateway.http_url("/api/billing/echo"), timeout=5).json()["backend"]
+            for _ in range(6)]
+    assert seen == ["billing1"] * 6
+    api_gateway.wait_log(r"backend unreachable .*connection refused")
+
+
 def test_api_sticky_by_client_id(api_gateway):
     for cid in ("alice", "bob", "carol"):
         got = {requests.get(api_gateway.http_url(f"/api/billing/echo?clientId={cid}"),
