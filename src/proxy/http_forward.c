@@ -180,10 +180,10 @@ static void fail(wsg_forward *f, int status, const char *extra, const char *mess
 }
 
 /* The answer is complete: the client connection goes on when both sides
- * allow it and the request body was read whole. */
+ * allowed it when the answer's head went out. */
 static void complete(wsg_forward *f)
 {
-    finish(f, f->keep && f->req_done ? WSG_FORWARD_KEEP : WSG_FORWARD_CLOSE);
+    finish(f, f->keep ? WSG_FORWARD_KEEP : WSG_FORWARD_CLOSE);
 }
 
 /* ---- flow control ------------------------------------------------------ */
@@ -305,7 +305,7 @@ void wsg_forward_on_client(wsg_forward *f, int events)
     wsg_sock *s = f->client.sock;
     if (events & UV_WRITABLE) {
         if (wsg_sock_flush(s) < 0) {
-            fail(f, 0, "", "client connection failed");
+            finish(f, WSG_FORWARD_ABORT); /* the client is gone: nobody to answer */
             return;
         }
         sync_reading(f);
@@ -368,7 +368,10 @@ static int answer_head(wsg_forward *f, const wsg_http_head *ans, bool body)
     }
     if (f->sse)
         rc |= put_cstr(&w, "X-Accel-Buffering: no\r\n");
-    if (!f->keep || !f->req_done)
+    /* An answer that comes before the whole body was read ends the
+     * connection: what is left of the body cannot be told from a request. */
+    f->keep = f->keep && f->req_done;
+    if (!f->keep)
         rc |= put_cstr(&w, "Connection: close\r\n");
     rc |= put_bytes(&w, "\r\n", 2);
     if (rc == 0)
@@ -518,8 +521,9 @@ static void read_answer_body(wsg_forward *f)
 
 static void dial_next(wsg_forward *f, wsg_backend *failed);
 
-/* The connect completed: the request head, then the body bytes already
- * read, go out. */
+/* The connect completed: our request head goes out. Returns 0, or a
+ * negative errno when this backend cannot be used (nothing of the client's
+ * body was taken yet, so another may be tried). */
 static int connected(wsg_forward *f)
 {
     int rc = wsg_sock_connect_result(&f->up->sock);
@@ -533,13 +537,7 @@ static int connected(wsg_forward *f)
     wsg_buf_free(&f->head);
     f->state = F_WAITING;
     wsg_sock_set_reading(&f->up->sock, true);
-    wsg_buf *early = f->early;
-    f->early = NULL;
-    rc = early ? take_client_bytes(f, wsg_buf_begin(early), wsg_buf_len(early)) : 0;
-    wsg_buf_free(&early);
-    if (rc == -400 || rc == -503)
-        return UV_EINVAL;
-    return rc < 0 ? UV_EPIPE : 0;
+    return 0;
 }
 
 /* A connect that failed: the backend is avoided for a while (and said so
@@ -566,16 +564,19 @@ static void on_up_event(wsg_sock *s, int status, int events)
         int rc = status < 0 ? wsg_sock_connect_result(&f->up->sock) : connected(f);
         if (status < 0 && rc == 0)
             rc = status;
-        if (rc == UV_EINVAL) {
-            fail(f, 400, "", "malformed request body");
-            return;
-        }
         if (rc < 0) {
             connect_failed(f, rc);
             return;
         }
         touch(f);
-        sync_reading(f);
+        /* The body bytes that came with the head follow it. */
+        wsg_buf *early = f->early;
+        f->early = NULL;
+        if (early)
+            client_bytes(f, wsg_buf_begin(early), wsg_buf_len(early));
+        else
+            sync_reading(f);
+        wsg_buf_free(&early);
         return;
     }
     if (status < 0) {
