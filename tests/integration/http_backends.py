@@ -75,6 +75,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self):
+        try:
+            self._route()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the gateway left: so does the client
+
+    def _route(self):
         owner = self.server.owner
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
@@ -113,6 +119,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             while size:
                 self.wfile.write(block[:min(size, len(block))])
                 size -= min(size, len(block))
+                owner.sent += min(size, len(block))
         elif route == "/hop":
             self._send(200, b"{}", extra=[("Connection", "X-Secret-Hop"), ("X-Secret-Hop", "1"),
                                           ("Keep-Alive", "timeout=5"),
@@ -167,6 +174,7 @@ class HttpBackend:
         self.name = name
         self.read_delay = read_delay
         self.requests = []
+        self.sent = 0  # bytes of /big answers written so far
         self.stream_closed = threading.Event()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True

@@ -362,6 +362,47 @@ def test_api_large_upload_streams_with_bounded_memory(make_gateway, http_backend
         assert peak[0] - before < 12 * 1024, f"RSS grew {peak[0] - before} KiB for a 20 MiB body"
 
 
+def test_api_slow_client_stops_the_backend(make_gateway, http_backend):
+    big = http_backend("big")
+    gw = make_gateway(env={"UPSTREAMS": upstreams(big=[big])},
+                      args=["--write-high-water", "1MiB", "--threads", "1"])
+    before = gw.rss_kib()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.connect(("127.0.0.1", gw.http_port))
+    s.sendall(b"GET /api/big/big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (500 * 1024 * 1024))
+
+    def stalled():
+        a = big.sent
+        time.sleep(0.3)
+        return a > 0 and big.sent == a
+
+    # The client reads nothing: the backend must stop far below 500 MiB.
+    wait_for(stalled, 15, interval=0, what="the backend's writes to stall")
+    assert big.sent < 32 * 1024 * 1024, big.sent
+    if not os.environ.get("WSGATE_SANITIZED"):
+        assert gw.rss_kib() - before < 16 * 1024
+    # Reading resumes the flow.
+    got = 0
+    while got < 8 * 1024 * 1024:
+        got += len(s.recv(1 << 20))
+    wait_for(lambda: big.sent > 8 * 1024 * 1024, 10, what="the backend to go on")
+    s.close()
+
+
+def test_api_requests_share_the_request_rate_limit(make_gateway, http_backend):
+    users = http_backend("users1")
+    gw = make_gateway(env={"UPSTREAMS": upstreams(users=[users])},
+                      args=["--rate-limit-requests", 1, "--rate-limit-request-burst", 3,
+                            "--rate-limit-exempt", ""])
+    codes = [requests.get(gw.http_url("/api/users/echo"), timeout=5).status_code
+             for _ in range(6)]
+    # (the readiness probes at start took some of the burst)
+    assert codes[0] == 200 and codes[-1] == 429, codes
+    r = requests.post(gw.http_url("/api/users/echo"), data=b"b" * 5000, timeout=5)
+    assert r.status_code == 429 and "Retry-After" in r.headers
+
+
 def test_api_metrics_count_requests_by_class(api_gateway):
     requests.get(api_gateway.http_url("/api/users/echo"), timeout=5)
     requests.get(api_gateway.http_url("/api/users/status?code=404"), timeout=5)
