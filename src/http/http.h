@@ -146,8 +146,9 @@ int wsg_http_route_strip(wsg_str target, size_t prefix_len, char *out, size_t ca
 
 /* The backend's target for /ws/:service: the decoded `path` parameter
  * ("/" when absent), then the other query parameters as sent. Returns the
- * length, or -1 when the path is not an absolute path, holds bytes that
- * cannot go in a request line, or does not fit. */
+ * length, or -1 when the path is not an absolute path, when the path or a
+ * parameter holds bytes that cannot go in a request line, or when it does
+ * not fit. */
 int wsg_http_route_ws_target(wsg_str query, char *out, size_t cap);
 
 /* True for a request or response header that passes through the HTTP

@@ -83,6 +83,18 @@ static int decode_path(wsg_str v, char *out, size_t cap)
     return (int)n;
 }
 
+/* True when s holds no byte a request line cannot carry. The parser that
+ * read the query may have been lenient; the backend's request is ours. */
+static bool request_line_safe(wsg_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (c <= ' ' || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 int wsg_http_route_ws_target(wsg_str query, char *out, size_t cap)
 {
     wsg_str path = wsg_http_query_param(query, WSG_STR("path"));
@@ -105,7 +117,7 @@ int wsg_http_route_ws_target(wsg_str query, char *out, size_t cap)
         wsg_str key = wsg_str_make(pair.p, eq ? (size_t)(eq - pair.p) : pair.len);
         if (pair.len == 0 || wsg_str_eq(key, WSG_STR("path")))
             continue;
-        if ((size_t)n + 1 + pair.len + 1 > cap)
+        if ((size_t)n + 1 + pair.len + 1 > cap || !request_line_safe(pair))
             return -1;
         out[n++] = sep;
         memcpy(out + n, pair.p, pair.len);

@@ -1464,6 +1464,7 @@ static void test_route_ws_target(void **state)
     check_ws_target("path=/a%0D%0Ab", NULL);
     check_ws_target("path=/a+b", NULL);
     check_ws_target("path=/a%00", NULL);
+    check_ws_target("x=a\x10" "b", NULL);
     check_ws_target("path=/a%2", NULL);
     check_ws_target("path=/a%zz", NULL);
     check_ws_target("path=%", NULL);
