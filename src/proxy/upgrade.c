@@ -382,8 +382,9 @@ static int admit(wsg_bridge *b, const wsg_http_head *h, const char **msg, const 
 /* The service and backend target of the request: on WS_PORT the default
  * service and the client's target unchanged; from the HTTP port
  * (/ws/:service?path=P) the service named and path P with the other query
- * parameters. Returns 0, or the status to answer. */
-static int route(wsg_bridge *b, char *target, size_t cap, const char **msg)
+ * parameters, written in *routed (malloc'd; the caller frees it). Returns
+ * 0, or the status to answer. */
+static int route(wsg_bridge *b, wsg_str *target, char **routed, const char **msg)
 {
     static __thread char unknown[160];
     client_hs *hs = b->hs;
@@ -392,20 +393,25 @@ static int route(wsg_bridge *b, char *target, size_t cap, const char **msg)
     wsg_str name;
     size_t prefix;
     if (!(b->flags & BF_ROUTED)) {
-        if (h->target.len + 1 > cap) {
-            *msg = "request target too long";
-            return 414;
-        }
-        memcpy(target, h->target.p, h->target.len);
-        target[h->target.len] = '\0';
+        *target = h->target;
         hs->service = r->default_service;
         return 0;
     }
-    if (wsg_http_route(h->path, &name, &prefix) != WSG_ROUTE_WS ||
-        wsg_http_route_ws_target(h->query, target, cap) < 0) {
+    /* The path and the other parameters take no more than the query, plus
+     * a '/', a '?' and the NUL. */
+    size_t cap = h->query.len + 3;
+    if ((*routed = malloc(cap)) == NULL) {
+        *msg = "out of memory";
+        return 503;
+    }
+    int n = wsg_http_route(h->path, &name, &prefix) == WSG_ROUTE_WS
+                ? wsg_http_route_ws_target(h->query, *routed, cap)
+                : -1;
+    if (n < 0) {
         *msg = "the path parameter must be an absolute path (/ws/:service?path=/p)";
         return 400;
     }
+    *target = wsg_str_make(*routed, (size_t)n);
     hs->service = wsg_registry_name_reserved(name) ? NULL : wsg_registry_service(r, name);
     if (hs->service == NULL) {
         /* Only a valid name is repeated: the text goes to the log too. */
@@ -434,15 +440,15 @@ static void request_complete(wsg_bridge *b)
         upgrade_answer(b, status, extra, msg);
         return;
     }
-    char target[2048];
-    status = route(b, target, sizeof(target), &msg);
+    wsg_str target;
+    char *routed = NULL;
+    status = route(b, &target, &routed, &msg);
+    if (status == 0 && (keep_offers(hs, &msg) < 0 ||
+                        (b->request = keep_request(b, hs, target, &msg)) == NULL))
+        status = 431;
+    free(routed);
     if (status) {
         upgrade_answer(b, status, "", msg);
-        return;
-    }
-    if (keep_offers(hs, &msg) < 0 ||
-        (b->request = keep_request(b, hs, wsg_str_cstr(target), &msg)) == NULL) {
-        upgrade_answer(b, 431, "", msg);
         return;
     }
     /* Frames the client sent right behind its request wait for the 101. */

@@ -91,6 +91,8 @@ def test_ws_route_reaches_the_service_and_path(make_gateway, make_backend):
     assert got["backend"] == "feed1"
     assert got["path"] == "/live?v=2&clientId=b"
     assert whoami(base + "/ws/feed")["path"] == "/"
+    long = "v" * 3000  # targets are not limited below the head size
+    assert whoami(base + f"/ws/feed?path=/l&k={long}")["path"] == f"/l?k={long}"
     # The WebSocket port still goes to the default service, path unchanged.
     with pytest.raises(websockets.InvalidStatusCode) as e:
         whoami(gw.ws_url("/ws/chat?path=/x"))
