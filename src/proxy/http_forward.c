@@ -730,6 +730,14 @@ static int prepare(wsg_forward *f, const wsg_forward_request *r)
         fail(f, 404, "", unknown);
         return -1;
     }
+    /* The body is re-framed toward the backend, so a coding under the
+     * chunked one (gzip, chunked) would reach it undeclared. */
+    wsg_str te = wsg_http_header_get(h, WSG_STR("Transfer-Encoding"));
+    if (te.p && (wsg_http_header_count(h, WSG_STR("Transfer-Encoding")) != 1 ||
+                 !wsg_str_eq_nocase(wsg_str_trim(te), WSG_STR("chunked")))) {
+        fail(f, 501, "", "only the chunked transfer coding is supported");
+        return -1;
+    }
     int n = wsg_http_route_strip(h->target, r->prefix_len, target, sizeof(target));
     if (n < 0) {
         fail(f, h->target.len > 0 && h->target.p[0] == '/' ? 414 : 400, "",

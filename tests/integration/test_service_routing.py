@@ -294,6 +294,16 @@ def test_api_errors(make_gateway, http_backend):
     assert r.status_code == 431
     out = raw_request(gw, b"GET /api/users/echo HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400")
+    # Smuggling shapes: both framings, two lengths, a coding under chunked.
+    for head in (b"Content-Length: 5\r\nTransfer-Encoding: chunked",
+                 b"Content-Length: 5\r\nContent-Length: 6"):
+        out = raw_request(gw, b"POST /api/users/echo HTTP/1.1\r\nHost: x\r\n" + head +
+                          b"\r\n\r\n0\r\n\r\nGET /api/users/echo/smuggled HTTP/1.1\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 400"), out[:100]
+    out = raw_request(gw, b"POST /api/users/echo HTTP/1.1\r\nHost: x\r\n"
+                          b"Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 501")
+    assert not [r for r in users.requests if "smuggled" in r["path"]]
     # After all that, the gateway still serves.
     assert requests.get(gw.http_url("/api/users/echo"), timeout=5).status_code == 200
 
