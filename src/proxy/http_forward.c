@@ -337,6 +337,16 @@ void wsg_forward_abort(wsg_forward *f)
 
 /* ---- the answer -------------------------------------------------------- */
 
+/* Bodies are re-framed both ways, so a transfer coding under the chunked
+ * one ("gzip, chunked") would arrive undeclared: only plain chunked, or
+ * none, passes. */
+static bool chunked_only(const wsg_http_head *h)
+{
+    wsg_str te = wsg_http_header_get(h, WSG_STR("Transfer-Encoding"));
+    return te.p == NULL || (wsg_http_header_count(h, WSG_STR("Transfer-Encoding")) == 1 &&
+                            wsg_str_eq_nocase(wsg_str_trim(te), WSG_STR("chunked")));
+}
+
 /* Writes the answer's head for the client: the backend's status and
  * end-to-end headers, our own framing. */
 static int answer_head(wsg_forward *f, const wsg_http_head *ans, bool body)
@@ -426,8 +436,10 @@ static bool answer_ready(wsg_forward *f)
         wsg_http_reader_init(&f->resp, HTTP_RESPONSE, config_of(f)->max_header_size);
         return f->answer != NULL;
     }
-    if (ans->status == 101) {
-        fail(f, 502, "", "backend switched protocols on an HTTP request");
+    if (ans->status == 101 || !chunked_only(ans)) {
+        fail(f, 502, "",
+             ans->status == 101 ? "backend switched protocols on an HTTP request"
+                                : "backend used a transfer coding other than chunked");
         return false;
     }
     f->status = ans->status;
@@ -730,11 +742,7 @@ static int prepare(wsg_forward *f, const wsg_forward_request *r)
         fail(f, 404, "", unknown);
         return -1;
     }
-    /* The body is re-framed toward the backend, so a coding under the
-     * chunked one (gzip, chunked) would reach it undeclared. */
-    wsg_str te = wsg_http_header_get(h, WSG_STR("Transfer-Encoding"));
-    if (te.p && (wsg_http_header_count(h, WSG_STR("Transfer-Encoding")) != 1 ||
-                 !wsg_str_eq_nocase(wsg_str_trim(te), WSG_STR("chunked")))) {
+    if (!chunked_only(h)) {
         fail(f, 501, "", "only the chunked transfer coding is supported");
         return -1;
     }
