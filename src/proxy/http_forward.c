@@ -43,6 +43,7 @@ typedef enum forward_state {
 typedef struct forward_up {
     wsg_sock sock;
     struct wsg_forward *f;
+    wsg_fd_budget *fds; /* its descriptor is counted there until it closes */
 } forward_up;
 
 struct wsg_forward {
@@ -64,8 +65,7 @@ struct wsg_forward {
     wsg_http_head resp_head;
     uint64_t id;
     uint64_t deadline; /* loop ms; 0: none */
-    uint64_t started;
-    int status; /* what the client was answered; 0 before */
+    int status;        /* what the client was answered; 0 before */
     uint8_t state;
     uint8_t dials;
     bool sse;
@@ -97,7 +97,9 @@ static wsg_backend_stats *stats_of(const wsg_forward *f)
 
 static void free_up(uv_handle_t *h)
 {
-    free(wsg_container_of(h, forward_up, sock.poll));
+    forward_up *u = wsg_container_of(h, forward_up, sock.poll);
+    wsg_fd_budget_give(u->fds, 1);
+    free(u);
 }
 
 static void close_up(wsg_forward *f)
@@ -610,8 +612,14 @@ static void on_up_event(wsg_sock *s, int status, int events)
         read_answer_body(f);
 }
 
+/* Starts a connect to the backend's HTTP address. Returns 0, UV_EMFILE
+ * when the gateway has no descriptor to spare (the client connection took
+ * one, not two as a WebSocket client does), or another negative errno. */
 static int dial(wsg_forward *f, wsg_backend *backend)
 {
+    wsg_fd_budget *fds = &f->proxy->gw->fds;
+    if (!wsg_fd_budget_take(fds, 1))
+        return UV_EMFILE;
     int fd = -1;
     forward_up *u = calloc(1, sizeof(*u));
     int rc = u ? wsg_dial((const struct sockaddr *)&backend->http_addr, backend->http_addrlen, &fd)
@@ -620,9 +628,11 @@ static int dial(wsg_forward *f, wsg_backend *backend)
         close(fd);
     if (rc < 0) {
         free(u);
+        wsg_fd_budget_give(fds, 1);
         return rc;
     }
     u->f = f;
+    u->fds = fds;
     f->up = u;
     f->backend = backend;
     f->state = F_DIALING;
@@ -655,9 +665,19 @@ static void dial_next(wsg_forward *f, wsg_backend *failed)
         if (b == NULL)
             break;
         f->dials++;
-        if (dial(f, b) == 0) {
+        int rc = dial(f, b);
+        if (rc == 0) {
             if (failed)
                 wsg_backend_unref(failed);
+            return;
+        }
+        if (rc == UV_EMFILE || rc == UV_ENOMEM) {
+            /* Our own limit, not the backend's fault. */
+            wsg_backend_release(b);
+            if (failed)
+                wsg_backend_unref(failed);
+            fail(f, 503, "Retry-After: 1\r\n",
+                 rc == UV_EMFILE ? "gateway is at its file descriptor limit" : "out of memory");
             return;
         }
         wsg_backend_mark_suspect(b, now_of(f), SUSPECT_MS);
@@ -777,7 +797,6 @@ void wsg_forward_start(wsg_proxy *p, const wsg_forward_client *client, const wsg
     f->id = ++p->next_seq << 8 | (p->worker->index & 0xff);
     f->timer.fire = on_timer;
     f->sse = r->kind == WSG_ROUTE_SSE;
-    f->started = now;
     f->deadline = now + cfg->upstream_timeout;
     f->head_only = r->head->method == HTTP_HEAD;
     f->client_http10 = r->head->major == 1 && r->head->minor == 0;
