@@ -17,7 +17,7 @@ set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
-all="config http_request http_response json_api ws_handshake ws_stream"
+all="config http_request http_response json_api route ws_handshake ws_stream"
 
 seconds=60
 if [ $# -gt 0 ]; then

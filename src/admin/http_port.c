@@ -59,6 +59,7 @@ struct wsg_http_conn {
     wsg_buf *in;        /* bytes of the request being read, and any after it */
     wsg_buf *body;      /* decoded body of the request */
     wsg_http_conn **deferred; /* a handler finishing later holds this */
+    wsg_forward *fwd;   /* an /api or /sse request being forwarded */
     wsg_peer peer;
     uint64_t deadline;
     size_t used;        /* bytes of `in` the deferred request takes */
@@ -68,6 +69,7 @@ struct wsg_http_conn {
     bool admin_port;    /* accepted on the ADMIN_BIND listener */
     bool body_too_big;  /* the body passed MAX_BODY (chunked bodies have no length) */
     bool lingering;     /* answered for the last time; draining the client's input */
+    bool starting;      /* inside wsg_forward_start: its end is handled by the caller */
     wsg_http_reader reader;
     wsg_http_head head;
 };
@@ -115,6 +117,8 @@ static void conn_free(uv_handle_t *h)
 
 static void conn_close(http_conn *c)
 {
+    if (c->fwd)
+        wsg_forward_abort(c->fwd);
     if (!wsg_sock_is_closing(&c->sock))
         wsg_sock_close(&c->sock, conn_free);
 }
@@ -256,7 +260,7 @@ static long read_body(http_conn *c, const char *data, size_t len)
 
 /* The per-address request rate: over it, 429 with Retry-After, and the
  * connection stays for the next try. */
-static bool admitted(http_conn *c)
+static bool admitted(http_conn *c, bool can_keep)
 {
     uint32_t wait_ms = 0;
     wsg_admin *a = c->admin;
@@ -269,17 +273,132 @@ static bool admitted(http_conn *c)
     wsg_count(a->counters, WSG_C_RATE_LIMITED, 1);
     wsg_reply_error(&reply, 429, "too many requests from your address; slow down");
     reply.extra_headers = retry;
-    send_reply(c, &reply, c->head.keep_alive && !a->closing_all, c->head.method == HTTP_HEAD);
+    send_reply(c, &reply, can_keep && c->head.keep_alive && !a->closing_all,
+               c->head.method == HTTP_HEAD);
     if (!c->closing)
         start_request(c);
     return false;
+}
+
+/* ---- routing by service ------------------------------------------------ */
+
+static bool is_admin_path(wsg_str path)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (wsg_str_eq(path, wsg_str_cstr(routes[i].path)))
+            return true;
+    }
+    return false;
+}
+
+static wsg_proxy *proxy_of(const http_conn *c)
+{
+    return c->admin->gw->proxies[c->admin->worker->index];
+}
+
+/* /ws/:service: the connection becomes a WebSocket bridge, which reads the
+ * request again from the bytes we hold, exactly as on WS_PORT. */
+static void hand_over(http_conn *c)
+{
+    if (wsg_sock_pending(&c->sock) > 0) {
+        /* An earlier answer is still queued: a pipelined upgrade is rare
+         * enough to refuse rather than wait for. */
+        wsg_reply reply = {0};
+        wsg_reply_error(&reply, 503, "an upgrade cannot follow unsent answers; retry");
+        send_reply(c, &reply, false, false);
+        return;
+    }
+    struct ssl_st *ssl;
+    wsg_buf *in = c->in;
+    c->in = NULL;
+    c->closing = true;
+    int fd = wsg_sock_detach(&c->sock, conn_free, &ssl);
+    wsg_proxy_adopt(proxy_of(c), fd, ssl, &c->peer, wsg_buf_begin(in), wsg_buf_len(in));
+    wsg_buf_free(&in);
+}
+
+static void forward_done(void *ctx, wsg_forward_end how, wsg_buf *rest)
+{
+    http_conn *c = ctx;
+    if (how == WSG_FORWARD_ABORT) {
+        conn_close(c);
+        return;
+    }
+    if (how == WSG_FORWARD_CLOSE) {
+        wsg_buf_free(&rest);
+        c->closing = true;
+        if (wsg_sock_pending(&c->sock) == 0)
+            linger(c);
+        return;
+    }
+    c->in = rest;
+    start_request(c);
+    wsg_sock_set_reading(&c->sock, true);
+    if (!c->starting)
+        process_input(c);
+}
+
+static void forward(http_conn *c, wsg_route_kind kind, wsg_str service, size_t prefix)
+{
+    wsg_buf *in = c->in;
+    size_t head = c->head.head_len;
+    wsg_forward_client client = {
+        .sock = &c->sock,
+        .peer = &c->peer,
+        .tls = wsg_sock_ssl(&c->sock) != NULL,
+        .done = forward_done,
+        .ctx = c,
+    };
+    wsg_forward_request req = {
+        .head = &c->head,
+        .reader = &c->reader,
+        .kind = kind,
+        .service = service,
+        .prefix_len = prefix,
+        .after = wsg_buf_begin(in) + head,
+        .after_len = wsg_buf_len(in) - head,
+        .keep_alive = c->head.keep_alive && !c->admin->closing_all,
+    };
+    /* The head's strings point into `in`: it goes once the forwarder has
+     * taken what it needs; later bytes are the forwarder's. */
+    c->in = NULL;
+    c->starting = true;
+    wsg_forward_start(proxy_of(c), &client, &req, &c->fwd);
+    c->starting = false;
+    wsg_buf_free(&in);
+}
+
+/* Takes requests for /ws/:service, /api/:service/... and /sse/:service/...
+ * on WEBSRV_PORT (the admin paths keep their meaning). Returns true when
+ * the request was taken. */
+static bool service_route(http_conn *c)
+{
+    wsg_str service;
+    size_t prefix;
+    wsg_route_kind kind = wsg_http_route(c->head.path, &service, &prefix);
+    bool separate = c->admin->gw->cfg->admin_bind[0] != '\0';
+    if (kind == WSG_ROUTE_NONE || (separate && c->admin_port) || is_admin_path(c->head.path))
+        return false;
+    if (kind == WSG_ROUTE_WS) {
+        /* The upgrade applies its own limits, as on WS_PORT. */
+        hand_over(c);
+        return true;
+    }
+    wsg_count(c->admin->counters, WSG_C_HTTP_REQUESTS, 1);
+    if (!admitted(c, !wsg_http_head_has_body(&c->head, HTTP_REQUEST))) {
+        if (!c->closing)
+            wsg_buf_consume(&c->in, c->head.head_len);
+        return true;
+    }
+    forward(c, kind, service, prefix);
+    return true;
 }
 
 /* Handles every complete request in c->in; returns when more input is
  * needed, a reply is deferred, or the connection is closing. */
 static void process_input(http_conn *c)
 {
-    while (!c->closing && !c->deferred && c->in) {
+    while (!c->closing && !c->deferred && !c->fwd && c->in) {
         wsg_reply reply = {0};
         const char *data = (const char *)wsg_buf_begin(c->in);
         size_t len = wsg_buf_len(c->in);
@@ -292,11 +411,13 @@ static void process_input(http_conn *c)
             send_reply(c, &reply, false, false);
             return;
         }
+        if (service_route(c))
+            continue;
         long used = read_body(c, data, len);
         if (used <= 0)
             return;
         wsg_count(c->admin->counters, WSG_C_HTTP_REQUESTS, 1);
-        if (!admitted(c)) {
+        if (!admitted(c, true)) {
             wsg_buf_consume(&c->in, (size_t)used);
             continue;
         }
@@ -341,6 +462,10 @@ static void on_event(wsg_sock *s, int status, int events)
         conn_close(c);
         return;
     }
+    if (c->fwd) {
+        wsg_forward_on_client(c->fwd, events);
+        return;
+    }
     if (events & UV_WRITABLE) {
         int rc = wsg_sock_flush(s);
         if (rc < 0) {
@@ -371,9 +496,11 @@ static void on_event(wsg_sock *s, int status, int events)
 static void on_timer(wsg_timer *t)
 {
     http_conn *c = wsg_container_of(t, http_conn, timer);
-    if (c->deferred || uv_now(&c->admin->worker->loop) < c->deadline) {
+    /* A deferred answer or a forwarded request keeps its own time. */
+    bool busy = c->deferred || c->fwd;
+    if (busy || uv_now(&c->admin->worker->loop) < c->deadline) {
         wsg_timer_schedule(c->admin->worker, &c->timer,
-                           c->deferred ? uv_now(&c->admin->worker->loop) + 1000 : c->deadline);
+                           busy ? uv_now(&c->admin->worker->loop) + 1000 : c->deadline);
         return;
     }
     conn_close(c);

@@ -141,6 +141,9 @@ static int gateway_names(wsg_buf **out, const wsg_admin *a, const totals *t, uns
          WSG_C_RATE_LIMITED},
         {"wsgate_messages_dropped_total", "Client messages over MESSAGE_RATE, dropped",
          WSG_C_MESSAGES_DROPPED},
+        {"wsgate_http_proxy_refused_total",
+         "/api and /sse requests the gateway answered itself: unknown service, no backend",
+         WSG_C_HTTP_PROXY_REFUSED},
     };
     int rc = single(out, "wsgate_connections_active", "gauge", "WebSocket connections open now",
                     active);
@@ -172,6 +175,7 @@ typedef struct row {
     double migrations_in;
     double migrations_out;
     double handshakes[3]; /* ok, failed, refused */
+    double http[5];       /* proxied requests by status class */
     double bytes_in;
     double bytes_out;
     double pauses;
@@ -215,6 +219,8 @@ static void collect(void *ctx, const wsg_service *s, const wsg_backend *cb)
         r->bytes_in += (double)load(&st->bytes_in);
         r->bytes_out += (double)load(&st->bytes_out);
         r->pauses += (double)load(&st->backpressure_pauses);
+        for (int k = 0; k < 5; k++)
+            r->http[k] += (double)load(&st->http_requests[k]);
     }
 }
 
@@ -257,6 +263,15 @@ static int backend_names(wsg_buf **out, const rows *rs)
             snprintf(labels, sizeof(labels), "%s,result=\"%s\"", rs->list[i].labels, results[k]);
             rc |= wsg_prom_sample(out, "wsgate_backend_handshakes_total", labels,
                                   rs->list[i].handshakes[k]);
+        }
+    }
+    rc |= wsg_prom_family(out, "wsgate_backend_http_requests_total", "counter",
+                          "HTTP and SSE requests proxied to the backend, by status class");
+    for (size_t i = 0; i < rs->count; i++) {
+        for (int k = 0; k < 5; k++) {
+            snprintf(labels, sizeof(labels), "%s,code=\"%dxx\"", rs->list[i].labels, k + 1);
+            rc |= wsg_prom_sample(out, "wsgate_backend_http_requests_total", labels,
+                                  rs->list[i].http[k]);
         }
     }
     rc |= wsg_prom_family(out, "wsgate_backend_migrations_total", "counter",

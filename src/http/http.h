@@ -123,4 +123,38 @@ size_t wsg_http_error_response(char *out, size_t cap, int status, const char *ex
  * 0 when it does not fit. */
 size_t wsg_json_quote(char *out, size_t cap, const char *s, size_t n);
 
+/* ---- routing by service (route.c) ---------------------------------- */
+
+typedef enum wsg_route_kind {
+    WSG_ROUTE_NONE = 0,
+    WSG_ROUTE_WS,  /* /ws/:service?path=P: a WebSocket to path P */
+    WSG_ROUTE_API, /* /api/:service/...: HTTP, the prefix stripped */
+    WSG_ROUTE_SSE, /* /sse/:service/...: HTTP streamed as events */
+} wsg_route_kind;
+
+/* Which service route a request path names. On a match, *service is the
+ * name (not checked: the registry says whether it is valid) and
+ * *prefix_len the bytes of "/kind/:service". /ws/:service must be the
+ * whole path; an empty name matches nothing. */
+wsg_route_kind wsg_http_route(wsg_str path, wsg_str *service, size_t *prefix_len);
+
+/* The backend's target for an /api or /sse route: what follows the prefix
+ * in the target, query included, with a leading '/' ("/api/users?q=1"
+ * gives "/?q=1"). Writes a NUL-terminated string; returns its length, or
+ * -1 when the target is not a path or out is too small. */
+int wsg_http_route_strip(wsg_str target, size_t prefix_len, char *out, size_t cap);
+
+/* The backend's target for /ws/:service: the decoded `path` parameter
+ * ("/" when absent), then the other query parameters as sent. Returns the
+ * length, or -1 when the path is not an absolute path, when the path or a
+ * parameter holds bytes that cannot go in a request line, or when it does
+ * not fit. */
+int wsg_http_route_ws_target(wsg_str query, char *out, size_t cap);
+
+/* True for a request or response header that passes through the HTTP
+ * proxy unchanged: not hop-by-hop (RFC 9110 section 7.6.1, and whatever
+ * `connection` names) and not one the gateway writes itself (Host,
+ * Content-Length, X-Forwarded-For, X-Forwarded-Proto, X-Real-IP). */
+bool wsg_http_forwardable(wsg_str name, wsg_str connection);
+
 #endif

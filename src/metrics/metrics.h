@@ -40,6 +40,8 @@ typedef enum wsg_counter {
     WSG_C_MIGRATION_LOST_BYTES, /* bytes queued for a failed backend, lost with it */
     WSG_C_RATE_LIMITED,         /* upgrades and HTTP requests answered 429 */
     WSG_C_MESSAGES_DROPPED,     /* client messages over MESSAGE_RATE, dropped */
+    WSG_C_HTTP_PROXY_REFUSED,   /* /api and /sse requests answered by the gateway: unknown
+                                   service, no backend (backends count the others) */
     WSG_C__COUNT,
 } wsg_counter;
 

@@ -45,6 +45,7 @@ void wsg_fd_budget_give(wsg_fd_budget *b, long n);
 /* ---- sockets ------------------------------------------------------------ */
 
 typedef struct wsg_sock wsg_sock;
+struct ssl_st;
 
 /* Readiness callback: status < 0 is a poll error; events are UV_READABLE
  * and/or UV_WRITABLE. Recover the owner with wsg_container_of. */
@@ -93,6 +94,13 @@ static inline size_t wsg_sock_pending(const wsg_sock *s)
  * (STYLE.md, habit 3). Closing twice is a bug. */
 void wsg_sock_close(wsg_sock *s, uv_close_cb close_cb);
 
+/* Stops watching without closing: returns the descriptor and, in *ssl, its
+ * TLS state (NULL for TCP), both now the caller's, for another owner to
+ * continue the connection (wsg_sock_open, then wsg_sock_tls_adopt).
+ * Queued output is dropped: detach only when nothing is pending.
+ * close_cb runs as for wsg_sock_close. */
+int wsg_sock_detach(wsg_sock *s, uv_close_cb close_cb, struct ssl_st **ssl);
+
 static inline bool wsg_sock_is_closing(const wsg_sock *s)
 {
     return uv_is_closing((const uv_handle_t *)&s->poll) != 0;
@@ -140,6 +148,12 @@ struct ssl_ctx_st *wsg_tls_client_ctx(const char *ca_file, bool verify, char *er
  * handshake then runs inside the socket. Returns 0 or a negative errno. */
 int wsg_sock_tls_accept(wsg_sock *s, wsg_tls_server *t);
 int wsg_sock_tls_connect(wsg_sock *s, struct ssl_ctx_st *ctx, const char *host);
+
+/* Continues a detached TLS connection (handshake done) on an open socket. */
+void wsg_sock_tls_adopt(wsg_sock *s, struct ssl_st *ssl);
+
+/* Frees a detached TLS state that no socket took (NULL: nothing). */
+void wsg_sock_tls_drop(struct ssl_st *ssl);
 
 /* Internal to net/: the TLS side of read, write, flush and close. */
 long wsg_sock_tls_read(wsg_sock *s, void *buf, size_t len);

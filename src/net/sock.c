@@ -156,6 +156,17 @@ void wsg_sock_close(wsg_sock *s, uv_close_cb close_cb)
     s->fd = -1;
 }
 
+int wsg_sock_detach(wsg_sock *s, uv_close_cb close_cb, struct ssl_st **ssl)
+{
+    int fd = s->fd;
+    *ssl = wsg_sock_ssl(s);
+    s->poll.data = NULL;
+    wsg_buf_free(&s->out);
+    uv_close((uv_handle_t *)&s->poll, close_cb);
+    s->fd = -1;
+    return fd;
+}
+
 int wsg_dial(const struct sockaddr *addr, socklen_t addrlen, int *fd_out)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -473,6 +473,28 @@ void wsg_sock_tls_free(wsg_sock *s)
     certs_unref(c);
 }
 
+void wsg_sock_tls_adopt(wsg_sock *s, SSL *ssl)
+{
+    /* as in attach: a function pointer kept as a void pointer. */
+    // NOLINTNEXTLINE(performance-no-int-to-ptr)
+    SSL_set_ex_data(ssl, owner_index, (void *)(uintptr_t)s->poll.poll_cb);
+    s->poll.data = ssl;
+    s->tls_handshaking = false;
+    s->tls_want = 0;
+    s->poll.poll_cb = tls_poll_cb;
+}
+
+void wsg_sock_tls_drop(SSL *ssl)
+{
+    if (ssl == NULL)
+        return;
+    wsg_tls_certs *c = SSL_get_ex_data(ssl, certs_index);
+    SSL_free(ssl);
+    ERR_clear_error();
+    if (c)
+        certs_unref(c);
+}
+
 bool wsg_sock_tls_pending(const wsg_sock *s)
 {
     return wsg_sock_ssl(s) && !s->tls_handshaking && SSL_has_pending(wsg_sock_ssl(s));

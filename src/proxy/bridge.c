@@ -918,7 +918,7 @@ void bridge_open(wsg_bridge *b)
 
 /* ---- creating and shutting down ----------------------------------------- */
 
-wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *peer)
+wsg_bridge *bridge_create(wsg_proxy *p, int fd, const wsg_peer *peer)
 {
     wsg_bridge *b = calloc(1, sizeof(*b));
     if (b == NULL || wsg_sock_open(&p->worker->loop, &b->client, fd, on_client_event) < 0) {
@@ -938,7 +938,7 @@ wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *p
     atomic_fetch_add_explicit(&p->gw->pending, 1, memory_order_relaxed);
     wsg_bucket_init(&b->messages, p->gw->cfg->message_burst, now);
     b->timer.fire = on_timer;
-    wsg_peer_set(&b->peer, peer);
+    b->peer = *peer;
     wsg_list_insert_tail(&p->bridges, &b->link);
     atomic_store_explicit(&p->live, wsg_proxy_live(p) + 1, memory_order_relaxed);
     wsg_timer_schedule(p->worker, &b->timer, now + p->gw->cfg->handshake_timeout);

@@ -49,20 +49,23 @@ static void refuse(wsg_proxy *p, int fd, bool tls, const char *why)
     wsg_proxy_refuse(fd, why, tls);
 }
 
-void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls)
+/* Admits one more WebSocket client: its descriptors and its place under
+ * the connection limits. Returns the bridge, or NULL after refusing (the
+ * descriptor is then closed). */
+static wsg_bridge *admit_client(wsg_proxy *p, int fd, const wsg_peer *peer, bool tls)
 {
     wsg_gateway *gw = p->gw;
     if (p->closing_all || atomic_load_explicit(&gw->stopping, memory_order_relaxed)) {
         refuse(p, fd, tls, "gateway is shutting down");
-        return;
+        return NULL;
     }
     if (atomic_load_explicit(&gw->draining, memory_order_relaxed)) {
         refuse(p, fd, tls, "gateway is drained: try another instance");
-        return;
+        return NULL;
     }
     if (!wsg_fd_budget_take(&gw->fds, 2)) {
         refuse(p, fd, tls, "gateway is at its file descriptor limit");
-        return;
+        return NULL;
     }
     long before = atomic_fetch_add_explicit(&gw->clients, 1, memory_order_relaxed);
     long pending = atomic_load_explicit(&gw->pending, memory_order_relaxed);
@@ -75,10 +78,32 @@ void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer,
         atomic_fetch_sub_explicit(&gw->clients, 1, memory_order_relaxed);
         wsg_fd_budget_give(&gw->fds, 2);
         refuse(p, fd, tls, why ? why : "out of memory");
+        return NULL;
+    }
+    return b;
+}
+
+void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls)
+{
+    wsg_peer who;
+    wsg_peer_set(&who, peer);
+    wsg_bridge *b = admit_client(p, fd, &who, tls);
+    if (b && tls && wsg_sock_tls_accept(&b->client, p->gw->tls) < 0)
+        bridge_end(b, "cannot start TLS");
+}
+
+void wsg_proxy_adopt(wsg_proxy *p, int fd, struct ssl_st *ssl, const wsg_peer *peer,
+                     const uint8_t *request, size_t n)
+{
+    wsg_bridge *b = admit_client(p, fd, peer, ssl != NULL);
+    if (b == NULL) {
+        wsg_sock_tls_drop(ssl);
         return;
     }
-    if (tls && wsg_sock_tls_accept(&b->client, gw->tls) < 0)
-        bridge_end(b, "cannot start TLS");
+    if (ssl)
+        wsg_sock_tls_adopt(&b->client, ssl);
+    b->flags |= BF_ROUTED;
+    upgrade_take_request(b, request, n);
 }
 
 void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)

@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "core/list.h"
 #include "core/pool.h"
+#include "http/http.h"
 #include "metrics/metrics.h"
 #include "net/net.h"
 #include "registry/registry.h"
@@ -73,6 +74,63 @@ void wsg_proxy_deinit(wsg_proxy *p);
 /* Takes a new client connection from the WebSocket listener; `tls` when
  * that listener speaks TLS. */
 void wsg_proxy_accept(wsg_proxy *p, int fd, const struct sockaddr_storage *peer, bool tls);
+
+/* Takes over a client of the HTTP port whose request, request[0..n), is a
+ * WebSocket upgrade for /ws/:service?path=P; the request then goes through
+ * the same upgrade as on WS_PORT, to path P of that service. fd and ssl
+ * (NULL without TLS, its handshake done) become the bridge's. */
+void wsg_proxy_adopt(wsg_proxy *p, int fd, struct ssl_st *ssl, const wsg_peer *peer,
+                     const uint8_t *request, size_t n);
+
+/* ---- HTTP and SSE proxying (http_forward.c) ----------------------------- */
+
+/* One request of the HTTP port forwarded to a service's backend: the
+ * request head as read by the port, the body streamed on, the answer
+ * streamed back. */
+typedef struct wsg_forward wsg_forward;
+
+/* How an exchange ended, for the HTTP port. */
+typedef enum wsg_forward_end {
+    WSG_FORWARD_KEEP,  /* complete; the connection serves the next request */
+    WSG_FORWARD_CLOSE, /* complete, or an error answered: close once flushed */
+    WSG_FORWARD_ABORT, /* the client left, or the answer cannot be completed: close now */
+} wsg_forward_end;
+
+/* The client's side, owned by the HTTP port. */
+typedef struct wsg_forward_client {
+    wsg_sock *sock;        /* the forwarder writes to it and turns its reading on and off */
+    const wsg_peer *peer;  /* valid while the exchange runs */
+    bool tls;
+    /* Called once when the exchange ends (unless wsg_forward_abort came
+     * first); the forwarder is gone by then. With WSG_FORWARD_KEEP, `rest`
+     * holds the client's bytes past this request, now the port's. */
+    void (*done)(void *ctx, wsg_forward_end how, wsg_buf *rest);
+    void *ctx;
+} wsg_forward_client;
+
+typedef struct wsg_forward_request {
+    const wsg_http_head *head;     /* valid during wsg_forward_start only */
+    const wsg_http_reader *reader; /* that read the head: the body continues from it */
+    wsg_route_kind kind;           /* WSG_ROUTE_API or WSG_ROUTE_SSE */
+    wsg_str service;
+    size_t prefix_len;             /* of "/api/:service" in the target */
+    const uint8_t *after;          /* bytes read past the head */
+    size_t after_len;
+    bool keep_alive;               /* the client may send another request */
+} wsg_forward_request;
+
+/* Starts forwarding. *slot holds the forwarder while it runs and is set to
+ * NULL when it ends; done may be called before this returns (an unknown
+ * service, no backend). */
+void wsg_forward_start(wsg_proxy *p, const wsg_forward_client *client,
+                       const wsg_forward_request *req, wsg_forward **slot);
+
+/* The client socket's events, while the forwarder runs. */
+void wsg_forward_on_client(wsg_forward *f, int events);
+
+/* The HTTP port closes the client connection: the forwarder ends without
+ * calling done. */
+void wsg_forward_abort(wsg_forward *f);
 
 /* Ends every connection: each client gets 1001 and each backend 1001 at the
  * next frame boundary, then sockets close once flushed (or at once when

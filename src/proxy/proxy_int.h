@@ -65,6 +65,8 @@ enum {
     BF_DRAIN_PENDING = 64,     /* move to another backend at the next message boundary */
     BF_PENDING = 128,          /* counted in gateway.pending (still upgrading) */
     BF_DROPPING = 256,         /* dropping a client message over MESSAGE_RATE */
+    BF_ROUTED = 512,           /* came from the HTTP port: the target names a service
+                                  (/ws/:service?path=P) */
 };
 
 typedef enum upstream_state {
@@ -159,7 +161,7 @@ typedef struct wsg_bridge {
 } wsg_bridge;
 
 /* bridge.c */
-wsg_bridge *bridge_create(wsg_proxy *p, int fd, const struct sockaddr_storage *peer);
+wsg_bridge *bridge_create(wsg_proxy *p, int fd, const wsg_peer *peer);
 void bridge_shutdown(wsg_bridge *b, bool now);
 /* The bridge has left its upgrade (opened or ended): uncount it. */
 void bridge_not_pending(wsg_bridge *b);
@@ -216,6 +218,9 @@ void migrate_free(wsg_bridge *b);
 
 /* upgrade.c: the client's side of the handshake */
 void upgrade_on_client_readable(wsg_bridge *b);
+/* Takes a request already read by the HTTP port (BF_ROUTED) as if it had
+ * been read from the client. */
+void upgrade_take_request(wsg_bridge *b, const uint8_t *bytes, size_t n);
 void upgrade_timeout(wsg_bridge *b);
 void upgrade_free(wsg_bridge *b);
 /* Answers the client with an HTTP error and ends the bridge. */
@@ -238,6 +243,21 @@ void dial_on_event(wsg_upstream *u, int events);
 uint64_t dial_deadline(const wsg_upstream *u);
 void dial_free(wsg_upstream *u);
 size_t dial_state_size(void);
+
+/* forwarded.c: what the upgrade and the HTTP proxy tell backends alike */
+bool proxy_peer_trusted(const wsg_gateway *gw, int family, const uint8_t *ip);
+/* The client's address as the backend should see it: the peer, or, behind
+ * trusted proxies, the last address in X-Forwarded-For that is not one. */
+void proxy_real_client_ip(const wsg_gateway *gw, const wsg_peer *peer, wsg_str xff, bool trusted,
+                          char *out, size_t outlen);
+/* Writes X-Forwarded-For, X-Forwarded-Proto and X-Real-IP. xff and proto
+ * are what the client sent; they count only when the peer is a trusted
+ * proxy (--trusted-proxies). Returns 0 or -1 (memory). */
+int proxy_put_forwarded(const wsg_gateway *gw, const wsg_peer *peer, bool tls, wsg_str xff,
+                        wsg_str proto, wsg_buf **w);
+/* The sticky key: the query parameter, header or cookie WSGATE_STICKY_KEY
+ * names (clientId in the query, as the seed gateway). Empty when absent. */
+wsg_str proxy_sticky_key(const wsg_config *cfg, const wsg_http_head *h);
 
 /* Small writers for requests and answers: each returns 0 or -1 (memory). */
 static inline int put_bytes(wsg_buf **w, const char *s, size_t n)

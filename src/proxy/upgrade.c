@@ -143,39 +143,6 @@ static bool header_is_ours(wsg_str name)
     return false;
 }
 
-static bool peer_trusted(const wsg_gateway *gw, int family, const uint8_t *ip)
-{
-    for (size_t i = 0; i < gw->trusted_count; i++) {
-        if (wsg_cidr_match(&gw->trusted[i], family, ip))
-            return true;
-    }
-    return false;
-}
-
-/* The client's address as the backend should see it: the peer, or, behind
- * trusted proxies, the last address in X-Forwarded-For that is not one. */
-static void real_client_ip(const wsg_bridge *b, wsg_str xff, bool trusted, char *out,
-                           size_t outlen)
-{
-    wsg_peer_format_ip(&b->peer, out, outlen);
-    if (!trusted)
-        return;
-    while (xff.len > 0) {
-        size_t cut = xff.len;
-        while (cut > 0 && xff.p[cut - 1] != ',')
-            cut--;
-        wsg_str item = wsg_str_trim(wsg_str_make(xff.p + cut, xff.len - cut));
-        xff.len = cut > 0 ? cut - 1 : 0;
-        wsg_cidr addr;
-        if (wsg_cidr_parse(item.p, item.len, &addr) < 0)
-            return;
-        if (!peer_trusted(b->proxy->gw, addr.family, addr.ip)) {
-            snprintf(out, outlen, "%.*s", (int)item.len, item.p);
-            return;
-        }
-    }
-}
-
 /* Joins every value of a repeated header with ", " (RFC 9110 section 5.3). */
 static int joined_values(const wsg_http_head *h, wsg_str name, char *out, size_t outlen)
 {
@@ -232,18 +199,20 @@ static int keep_offers(client_hs *hs, const char **why)
  *
  *   target \0 host \0 header lines \0
  *
+ * The target is the client's, or for /ws/:service?path=P the path P and
+ * the other parameters.
  * The header lines are the client's end-to-end headers, plus its
  * X-Forwarded-For and X-Forwarded-Proto when the peer is a trusted proxy.
  * The fixed lines and our forwarding headers are written at dial time
  * (upgrade_render_request), so an idle session keeps only this. */
-static char *keep_request(wsg_bridge *b, client_hs *hs, const char **why)
+static char *keep_request(wsg_bridge *b, client_hs *hs, wsg_str target, const char **why)
 {
     const wsg_http_head *h = &hs->head;
     wsg_buf *w = NULL;
     wsg_str connection = wsg_http_header_get(h, WSG_STR("Connection"));
     wsg_str host = wsg_http_header_get(h, WSG_STR("Host"));
-    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
-    int rc = put_bytes(&w, h->target.p, h->target.len) | put_bytes(&w, "", 1);
+    bool trusted = proxy_peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
+    int rc = put_bytes(&w, target.p, target.len) | put_bytes(&w, "", 1);
     rc |= put_bytes(&w, host.p, host.len) | put_bytes(&w, "", 1);
     for (uint32_t i = 0; i < h->header_count; i++) {
         const wsg_http_header *hd = &h->headers[i];
@@ -283,8 +252,7 @@ int upgrade_render_request(const wsg_bridge *b, wsg_buf **w)
     wsg_str lines = wsg_str_cstr(host + strlen(host) + 1);
     wsg_str xff = wsg_str_make(NULL, 0);
     wsg_str proto = wsg_str_make(NULL, 0);
-    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
-    char ip[64];
+    bool trusted = proxy_peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
     int rc = put_cstr(w, "GET ") | put_cstr(w, target) | put_cstr(w, " HTTP/1.1\r\n");
     rc |= put_header(w, WSG_STR("Host"), wsg_str_cstr(host));
     rc |= put_cstr(w, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
@@ -305,44 +273,9 @@ int upgrade_render_request(const wsg_bridge *b, wsg_buf **w)
         else
             rc |= put_bytes(w, line.p, line.len);
     }
-    wsg_peer_format_ip(&b->peer, ip, sizeof(ip));
-    rc |= put_cstr(w, "X-Forwarded-For: ");
-    if (xff.len > 0) {
-        /* Behind a proxy we trust, its list continues with its own address. */
-        rc |= put_bytes(w, xff.p, xff.len) | put_bytes(w, ", ", 2);
-    }
-    rc |= put_cstr(w, ip) | put_cstr(w, "\r\n");
-    wsg_str scheme = wsg_sock_ssl(&b->client) ? WSG_STR("https") : WSG_STR("http");
-    rc |= put_header(w, WSG_STR("X-Forwarded-Proto"), proto.len ? proto : scheme);
-    real_client_ip(b, xff, trusted, ip, sizeof(ip));
-    rc |= put_header(w, WSG_STR("X-Real-IP"), wsg_str_cstr(ip));
+    rc |= proxy_put_forwarded(b->proxy->gw, &b->peer, wsg_sock_ssl(&b->client) != NULL, xff,
+                              proto, w);
     return rc;
-}
-
-/* The sticky key: the query parameter, header or cookie WSGATE_STICKY_KEY
- * names (clientId in the query, as the seed gateway). Empty when absent. */
-static wsg_str sticky_key(const wsg_bridge *b, const wsg_http_head *h)
-{
-    const char *spec = config_of(b)->sticky_key;
-    const char *colon = strchr(spec, ':');
-    wsg_str name = wsg_str_cstr(colon + 1);
-    if (strncmp(spec, "query:", 6) == 0)
-        return wsg_http_query_param(h->query, name);
-    if (strncmp(spec, "header:", 7) == 0)
-        return wsg_http_header_get(h, name);
-    for (uint32_t i = 0; i < h->header_count; i++) {
-        if (!wsg_str_eq_nocase(h->headers[i].name, WSG_STR("Cookie")))
-            continue;
-        wsg_str rest = h->headers[i].value;
-        while (rest.len > 0) {
-            wsg_str pair = wsg_str_next_item(&rest, ';');
-            wsg_str value = pair;
-            wsg_str key = wsg_str_next_item(&value, '=');
-            if (wsg_str_eq(key, name) && pair.len > key.len)
-                return value;
-        }
-    }
-    return wsg_str_make(NULL, 0);
 }
 
 /* ---- dialling ---------------------------------------------------------- */
@@ -414,9 +347,9 @@ static int check_origin_and_host(const wsg_bridge *b, const wsg_http_head *h, co
 static void limited_address(const wsg_bridge *b, const wsg_http_head *h, wsg_cidr *out)
 {
     char ip[64];
-    bool trusted = peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
-    real_client_ip(b, wsg_http_header_get(h, WSG_STR("X-Forwarded-For")), trusted, ip,
-                   sizeof(ip));
+    bool trusted = proxy_peer_trusted(b->proxy->gw, b->peer.family, b->peer.ip);
+    proxy_real_client_ip(b->proxy->gw, &b->peer, wsg_http_header_get(h, WSG_STR("X-Forwarded-For")),
+                         trusted, ip, sizeof(ip));
     if (wsg_cidr_parse(ip, strlen(ip), out) < 0) {
         memset(out, 0, sizeof(*out));
         out->family = b->peer.family;
@@ -446,6 +379,52 @@ static int admit(wsg_bridge *b, const wsg_http_head *h, const char **msg, const 
     return 429;
 }
 
+/* The service and backend target of the request: on WS_PORT the default
+ * service and the client's target unchanged; from the HTTP port
+ * (/ws/:service?path=P) the service named and path P with the other query
+ * parameters, written in *routed (malloc'd; the caller frees it). Returns
+ * 0, or the status to answer. */
+static int route(wsg_bridge *b, wsg_str *target, char **routed, const char **msg)
+{
+    static __thread char unknown[160];
+    client_hs *hs = b->hs;
+    wsg_registry *r = b->proxy->gw->registry;
+    const wsg_http_head *h = &hs->head;
+    wsg_str name;
+    size_t prefix;
+    if (!(b->flags & BF_ROUTED)) {
+        *target = h->target;
+        hs->service = r->default_service;
+        return 0;
+    }
+    /* The path and the other parameters take no more than the query, plus
+     * a '/', a '?' and the NUL. */
+    size_t cap = h->query.len + 3;
+    if ((*routed = malloc(cap)) == NULL) {
+        *msg = "out of memory";
+        return 503;
+    }
+    int n = wsg_http_route(h->path, &name, &prefix) == WSG_ROUTE_WS
+                ? wsg_http_route_ws_target(h->query, *routed, cap)
+                : -1;
+    if (n < 0) {
+        *msg = "the path parameter must be an absolute path (/ws/:service?path=/p)";
+        return 400;
+    }
+    *target = wsg_str_make(*routed, (size_t)n);
+    hs->service = wsg_registry_name_reserved(name) ? NULL : wsg_registry_service(r, name);
+    if (hs->service == NULL) {
+        /* Only a valid name is repeated: the text goes to the log too. */
+        if (wsg_registry_name_valid(name) && name.len < 100)
+            snprintf(unknown, sizeof(unknown), "unknown service: %.*s", (int)name.len, name.p);
+        else
+            snprintf(unknown, sizeof(unknown), "unknown service");
+        *msg = unknown;
+        return 404;
+    }
+    return 0;
+}
+
 static void request_complete(wsg_bridge *b)
 {
     client_hs *hs = b->hs;
@@ -461,8 +440,15 @@ static void request_complete(wsg_bridge *b)
         upgrade_answer(b, status, extra, msg);
         return;
     }
-    if (keep_offers(hs, &msg) < 0 || (b->request = keep_request(b, hs, &msg)) == NULL) {
-        upgrade_answer(b, 431, "", msg);
+    wsg_str target;
+    char *routed = NULL;
+    status = route(b, &target, &routed, &msg);
+    if (status == 0 && (keep_offers(hs, &msg) < 0 ||
+                        (b->request = keep_request(b, hs, target, &msg)) == NULL))
+        status = 431;
+    free(routed);
+    if (status) {
+        upgrade_answer(b, status, "", msg);
         return;
     }
     /* Frames the client sent right behind its request wait for the 101. */
@@ -471,26 +457,57 @@ static void request_complete(wsg_bridge *b)
         upgrade_answer(b, 503, "", "out of memory");
         return;
     }
-    wsg_str key = sticky_key(b, &hs->head);
+    wsg_str key = proxy_sticky_key(config_of(b), &hs->head);
     if (key.len > 0)
         b->session = wsg_sessions_attach(gw->sessions, key, bridge_now(b), &hs->sticky);
-    hs->service = gw->registry->default_service;
     hs->deadline = bridge_now(b) + config_of(b)->upstream_timeout;
     dial_next(b, NULL);
+}
+
+/* Adds bytes of the request; reads the head once it is complete. */
+static void take_bytes(wsg_bridge *b, const uint8_t *buf, size_t n)
+{
+    client_hs *hs = b->hs;
+    b->bytes_in += (uint64_t)n;
+    if (wsg_buf_append(&hs->raw, buf, n) < 0) {
+        upgrade_answer(b, 503, "", "out of memory");
+        return;
+    }
+    int rc = wsg_http_reader_head(&hs->reader, (const char *)wsg_buf_begin(hs->raw),
+                                  wsg_buf_len(hs->raw), &hs->head);
+    if (rc == 0)
+        return;
+    if (rc < 0) {
+        upgrade_answer(b, -rc, "",
+                       rc == -431 ? "request header fields too large" : "malformed HTTP request");
+        return;
+    }
+    request_complete(b);
+}
+
+static client_hs *start_handshake(wsg_bridge *b)
+{
+    client_hs *hs = b->hs = wsg_pool_get(&b->proxy->client_handshakes);
+    if (hs == NULL) {
+        upgrade_answer(b, 503, "", "out of memory");
+        return NULL;
+    }
+    wsg_http_reader_init(&hs->reader, HTTP_REQUEST, config_of(b)->max_header_size);
+    return hs;
+}
+
+void upgrade_take_request(wsg_bridge *b, const uint8_t *bytes, size_t n)
+{
+    if (start_handshake(b))
+        take_bytes(b, bytes, n);
 }
 
 void upgrade_on_client_readable(wsg_bridge *b)
 {
     const wsg_config *cfg = config_of(b);
     client_hs *hs = b->hs;
-    if (hs == NULL) {
-        hs = b->hs = wsg_pool_get(&b->proxy->client_handshakes);
-        if (hs == NULL) {
-            upgrade_answer(b, 503, "", "out of memory");
-            return;
-        }
-        wsg_http_reader_init(&hs->reader, HTTP_REQUEST, cfg->max_header_size);
-    }
+    if (hs == NULL && (hs = start_handshake(b)) == NULL)
+        return;
     /* Never hold more than one byte past the head limit: that byte is
      * enough to know the head is too large. */
     size_t have = wsg_buf_len(hs->raw);
@@ -508,21 +525,7 @@ void upgrade_on_client_readable(wsg_bridge *b)
         bridge_end(b, "client left during the handshake");
         return;
     }
-    b->bytes_in += (uint64_t)n;
-    if (wsg_buf_append(&hs->raw, buf, (size_t)n) < 0) {
-        upgrade_answer(b, 503, "", "out of memory");
-        return;
-    }
-    int rc = wsg_http_reader_head(&hs->reader, (const char *)wsg_buf_begin(hs->raw),
-                                  wsg_buf_len(hs->raw), &hs->head);
-    if (rc == 0)
-        return;
-    if (rc < 0) {
-        upgrade_answer(b, -rc, "",
-                       rc == -431 ? "request header fields too large" : "malformed HTTP request");
-        return;
-    }
-    request_complete(b);
+    take_bytes(b, buf, (size_t)n);
 }
 
 /* ---- the switch ---------------------------------------------------------- */

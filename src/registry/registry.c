@@ -14,7 +14,8 @@
 /* Enough for every real service; more are chosen from a heap copy. */
 #define PICK_STACK 64
 
-static const char *const reserved_names[] = {"login", "logout", "stats", "connections"};
+static const char *const reserved_names[] = {"login", "logout", "stats", "connections",
+                                             "history"};
 
 static _Noreturn void oom(void)
 {
@@ -441,7 +442,8 @@ static int load_upstreams(wsg_registry *r, const char *text, char *err, size_t e
         if (!wsg_registry_name_valid(wsg_str_cstr(name)) ||
             wsg_registry_name_reserved(wsg_str_cstr(name))) {
             snprintf(err, errlen, "UPSTREAMS (--upstreams): \"%s\" cannot be a service name "
-                     "(letters, digits, '-', '_', '.'; not login, logout, stats, connections)",
+                     "(letters, digits, '-', '_', '.'; not login, logout, stats, connections, "
+                     "history)",
                      name);
             goto out;
         }
@@ -825,7 +827,10 @@ static wsg_backend *pick_locked(wsg_registry *r, wsg_service *svc, wsg_str key,
 wsg_backend *wsg_registry_pick(wsg_registry *r, wsg_service *svc, wsg_str key,
                                wsg_backend *prefer, const wsg_backend *avoid, uint64_t now)
 {
-    if (prefer && prefer != avoid && wsg_backend_eligible(prefer, now) && try_acquire(prefer))
+    /* A sticky key may have a session on another service's backend (the
+     * same clientId on two routes): that one never serves this service. */
+    if (prefer && prefer != avoid && strcmp(prefer->service, svc->name) == 0 &&
+        wsg_backend_eligible(prefer, now) && try_acquire(prefer))
         return prefer;
     pthread_mutex_lock(&r->lock);
     wsg_balance_node stack[PICK_STACK];

@@ -43,6 +43,7 @@ typedef struct wsg_backend_stats {
     _Atomic uint64_t handshakes_failed;     /* unreachable, wrong answer, timeout */
     _Atomic uint64_t handshakes_refused;    /* its own non-101 answer */
     _Atomic uint64_t backpressure_pauses;
+    _Atomic uint64_t http_requests[5];      /* proxied HTTP requests by status class 1xx..5xx */
 } wsg_backend_stats;
 
 static inline void wsg_backend_count(_Atomic uint64_t *v, uint64_t n)

@@ -50,7 +50,7 @@ GATEWAY_FAMILIES = {
 
 # Every label a sample may carry. A client id, a peer address or a path
 # would make the series unbounded.
-ALLOWED_LABELS = {"direction", "type", "from", "backend", "service", "result", "le"}
+ALLOWED_LABELS = {"direction", "type", "from", "backend", "service", "result", "le", "code"}
 
 
 class Scrape:

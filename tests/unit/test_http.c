@@ -1,5 +1,5 @@
 /* Unit tests for src/http: the head reader, body walking, header helpers,
- * query parameters and error answers.
+ * query parameters, error answers, and the service routes.
  *
  * Heads are fed whole, split at every offset, one byte at a time, and from
  * buffers that end right before an unreadable page (STYLE.md, habit 2).
@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "guard_page.h"
 #include "http/http.h"
 
 #define MAX_HEAD 16384
@@ -1369,6 +1370,145 @@ static void test_json_quote_overflow(void **state)
     guarded_deinit(&g);
 }
 
+/* ---- routing by service (route.c) ------------------------------------ */
+
+static wsg_route_kind route_of(const char *path, char *service, size_t *prefix)
+{
+    wsg_str name = wsg_str_make(NULL, 0);
+    wsg_route_kind k = wsg_http_route(wsg_str_cstr(path), &name, prefix);
+    snprintf(service, 64, "%.*s", (int)name.len, name.p ? name.p : "");
+    return k;
+}
+
+static void test_route_kinds(void **state)
+{
+    (void)state;
+    char svc[64];
+    size_t prefix = 0;
+    assert_int_equal(route_of("/ws/chat", svc, &prefix), WSG_ROUTE_WS);
+    assert_string_equal(svc, "chat");
+    assert_int_equal(prefix, 8);
+    assert_int_equal(route_of("/api/users/v1/x", svc, &prefix), WSG_ROUTE_API);
+    assert_string_equal(svc, "users");
+    assert_int_equal(prefix, 10);
+    assert_int_equal(route_of("/api/users", svc, &prefix), WSG_ROUTE_API);
+    assert_int_equal(route_of("/sse/feed/live", svc, &prefix), WSG_ROUTE_SSE);
+    assert_string_equal(svc, "feed");
+    /* Nothing to route: no name, another prefix, or a path after /ws. */
+    assert_int_equal(route_of("/api/", svc, &prefix), WSG_ROUTE_NONE);
+    assert_int_equal(route_of("/api//x", svc, &prefix), WSG_ROUTE_NONE);
+    assert_int_equal(route_of("/api", svc, &prefix), WSG_ROUTE_NONE);
+    assert_int_equal(route_of("/apis/x", svc, &prefix), WSG_ROUTE_NONE);
+    assert_int_equal(route_of("/ws/chat/x", svc, &prefix), WSG_ROUTE_NONE);
+    assert_int_equal(route_of("/", svc, &prefix), WSG_ROUTE_NONE);
+    assert_int_equal(route_of("", svc, &prefix), WSG_ROUTE_NONE);
+}
+
+static void check_strip(const char *target, size_t prefix, const char *want)
+{
+    char out[64];
+    int n = wsg_http_route_strip(wsg_str_cstr(target), prefix, out, sizeof(out));
+    if (want == NULL) {
+        assert_int_equal(n, -1);
+        return;
+    }
+    assert_int_equal(n, (int)strlen(want));
+    assert_string_equal(out, want);
+}
+
+static void test_route_strip(void **state)
+{
+    (void)state;
+    check_strip("/api/users/v1/x?q=1", 10, "/v1/x?q=1");
+    check_strip("/api/users?q=1", 10, "/?q=1");
+    check_strip("/api/users", 10, "/");
+    check_strip("/api/users/", 10, "/");
+    check_strip("/sse/feed/a/b", 9, "/a/b");
+    check_strip("http://h/api/users", 10, NULL);
+    check_strip("/api", 10, NULL);
+    /* exactly the room for the bytes and the NUL, and one less */
+    char long_target[80];
+    snprintf(long_target, sizeof(long_target), "/api/u/%s%s", "abcdefghijklmnopqrstuvwxyz",
+             "abcdefghijklmnopqrstuvwxyzabcdefghij");
+    char out[64];
+    assert_int_equal(wsg_http_route_strip(wsg_str_cstr(long_target), 6, out, 64), 63);
+    assert_int_equal(wsg_http_route_strip(wsg_str_cstr(long_target), 6, out, 63), -1);
+}
+
+static void check_ws_target(const char *query, const char *want)
+{
+    char out[64];
+    int n = wsg_http_route_ws_target(wsg_str_cstr(query), out, sizeof(out));
+    if (want == NULL) {
+        assert_int_equal(n, -1);
+        return;
+    }
+    assert_int_equal(n, (int)strlen(want));
+    assert_string_equal(out, want);
+}
+
+static void test_route_ws_target(void **state)
+{
+    (void)state;
+    check_ws_target("", "/");
+    check_ws_target("path=/chat", "/chat");
+    check_ws_target("path=/chat&clientId=a&x=1", "/chat?clientId=a&x=1");
+    check_ws_target("clientId=a&path=/chat", "/chat?clientId=a");
+    check_ws_target("clientId=a", "/?clientId=a");
+    check_ws_target("path=%2Froom%3Fv%3D2&clientId=a", "/room?v=2&clientId=a");
+    check_ws_target("path=%2fa%2Fb", "/a/b");
+    check_ws_target("path=&a=1", "/?a=1");
+    check_ws_target("a&&b=2", "/?a&b=2");
+    /* Not an absolute path, bytes a request line cannot carry, bad escapes. */
+    check_ws_target("path=chat", NULL);
+    check_ws_target("path=/a%0D%0Ab", NULL);
+    check_ws_target("path=/a+b", NULL);
+    check_ws_target("path=/a%00", NULL);
+    check_ws_target("x=a\x10" "b", NULL);
+    check_ws_target("path=/a%2", NULL);
+    check_ws_target("path=/a%zz", NULL);
+    check_ws_target("path=%", NULL);
+    /* 64 bytes of room: a 64-byte path, or a query making the target 64. */
+    check_ws_target("path=/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NULL);
+    check_ws_target("path=/a&x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NULL);
+}
+
+/* The escape decoder must not read past the value: each query ends right
+ * before an unreadable page. */
+static void test_route_ws_target_guard_page(void **state)
+{
+    (void)state;
+    static const char *queries[] = {"path=%", "path=%2", "path=/a%2", "path=/x&c", "path="};
+    guard_page g;
+    guard_page_init(&g, 4096);
+    for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+        size_t n = strlen(queries[i]);
+        const char *q = (const char *)guard_page_put(&g, queries[i], n);
+        char out[64];
+        (void)wsg_http_route_ws_target(wsg_str_make(q, n), out, sizeof(out));
+    }
+    guard_page_deinit(&g);
+}
+
+static void test_forwardable(void **state)
+{
+    (void)state;
+    wsg_str none = wsg_str_make(NULL, 0);
+    assert_true(wsg_http_forwardable(WSG_STR("Accept"), none));
+    assert_true(wsg_http_forwardable(WSG_STR("Cookie"), none));
+    assert_true(wsg_http_forwardable(WSG_STR("X-Custom"), none));
+    static const char *const dropped[] = {"Connection", "keep-alive", "TE", "Trailer",
+                                          "Transfer-Encoding", "Upgrade", "Proxy-Authorization",
+                                          "Proxy-Authenticate", "Proxy-Connection", "Host",
+                                          "content-length", "X-Forwarded-For",
+                                          "X-Forwarded-Proto", "X-Real-IP"};
+    for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
+        assert_false(wsg_http_forwardable(wsg_str_cstr(dropped[i]), none));
+    /* and whatever Connection names */
+    assert_false(wsg_http_forwardable(WSG_STR("X-Secret"), WSG_STR("close, X-Secret")));
+    assert_true(wsg_http_forwardable(WSG_STR("X-Other"), WSG_STR("close, X-Secret")));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1413,6 +1553,11 @@ int main(void)
         cmocka_unit_test(test_reason_phrases),
         cmocka_unit_test(test_json_quote),
         cmocka_unit_test(test_json_quote_overflow),
+        cmocka_unit_test(test_route_kinds),
+        cmocka_unit_test(test_route_strip),
+        cmocka_unit_test(test_route_ws_target),
+        cmocka_unit_test(test_route_ws_target_guard_page),
+        cmocka_unit_test(test_forwardable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
