@@ -939,7 +939,7 @@ static int parse_options(int argc, char **argv, es_options *o)
         {"help", no_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
-    uint64_t v;
+    uint64_t v = 0;
     int opt;
     int idx = 0;
     memset(o, 0, sizeof(*o));
