@@ -62,6 +62,7 @@ typedef struct es_buf {
 
 typedef struct es_conn {
     uint8_t state;
+    bool deflate;    /* permessage-deflate accepted: RSV1 may be set */
     uint32_t events; /* what epoll watches on this descriptor now */
     es_buf *in;      /* an incomplete request or frame; NULL otherwise */
     es_buf *out;     /* what the socket has not taken yet; NULL otherwise */
@@ -166,6 +167,7 @@ typedef struct es_request {
     wsg_str target;
     wsg_str key;
     bool upgrade;
+    bool deflate; /* permessage-deflate offered */
 } es_request;
 
 /* Splits off the next CRLF-terminated line of a head. */
@@ -177,6 +179,20 @@ static wsg_str next_line(wsg_str *rest)
     return line;
 }
 
+/* Whether an extension list names permessage-deflate, whatever its
+ * parameters: the answer always takes no context takeover both ways, and
+ * then echoing a compressed message unchanged is a valid answer to it. */
+static bool offers_deflate(wsg_str list)
+{
+    while (list.len > 0) {
+        wsg_str element = wsg_str_next_item(&list, ',');
+        if (wsg_str_eq_nocase(wsg_str_trim(wsg_str_next_item(&element, ';')),
+                              WSG_STR("permessage-deflate")))
+            return true;
+    }
+    return false;
+}
+
 static void request_header(es_request *rq, wsg_str line)
 {
     wsg_str value = line;
@@ -185,6 +201,8 @@ static void request_header(es_request *rq, wsg_str line)
         rq->key = wsg_str_trim(value);
     else if (wsg_str_eq_nocase(name, WSG_STR("Upgrade")))
         rq->upgrade = wsg_str_list_has_token(value, WSG_STR("websocket"));
+    else if (wsg_str_eq_nocase(name, WSG_STR("Sec-WebSocket-Extensions")))
+        rq->deflate = rq->deflate || offers_deflate(value);
 }
 
 /* Reads an upgrade request head from p[0..n). Returns the head length when
@@ -227,9 +245,13 @@ typedef struct es_echo {
 
 /* The checks a server owes a client frame (RFC 6455 section 5). Returns 0
  * or the close code. */
-static uint16_t frame_check(const wsg_ws_header *h)
+static uint16_t frame_check(const wsg_ws_header *h, bool deflate)
 {
-    if (!h->masked || h->rsv != 0)
+    /* With permessage-deflate, RSV1 marks a compressed message: on its
+     * first frame only. */
+    bool rsv1_ok = deflate && h->rsv == 4 &&
+                   (h->opcode == WSG_WS_OP_TEXT || h->opcode == WSG_WS_OP_BINARY);
+    if (!h->masked || (h->rsv != 0 && !rsv1_ok))
         return WSG_WS_CLOSE_PROTOCOL;
     switch (h->opcode) {
     case WSG_WS_OP_CONT:
@@ -264,14 +286,15 @@ static void echo_one(uint8_t *p, es_echo *e, const wsg_ws_header *h, uint8_t *pa
         e->messages++;
     }
     uint8_t *out = p + e->out_len;
-    size_t hs = wsg_ws_header_write(out, h->fin, 0, opcode, len, NULL);
+    /* A compressed message goes back compressed, RSV1 and all. */
+    size_t hs = wsg_ws_header_write(out, h->fin, h->rsv, opcode, len, NULL);
     memmove(out + hs, payload, len);
     e->out_len += hs + len;
 }
 
 /* Answers the whole frames at the front of p[0..n), in place. Fragmented
  * messages are echoed frame by frame, which keeps their boundaries. */
-static void echo_frames(uint8_t *p, size_t n, es_echo *e)
+static void echo_frames(uint8_t *p, size_t n, bool deflate, es_echo *e)
 {
     memset(e, 0, sizeof(*e));
     while (e->used < n && e->verdict == ES_GO) {
@@ -281,7 +304,7 @@ static void echo_frames(uint8_t *p, size_t n, es_echo *e)
         int size = wsg_ws_header_parse(f, left, &h);
         if (size == WSG_WS_AGAIN)
             return;
-        uint16_t code = size < 0 ? WSG_WS_CLOSE_PROTOCOL : frame_check(&h);
+        uint16_t code = size < 0 ? WSG_WS_CLOSE_PROTOCOL : frame_check(&h, deflate);
         if (code) {
             e->verdict = ES_BAD;
             e->close_code = code;
@@ -409,7 +432,7 @@ static void on_frames(es_server *s, int fd, uint8_t *p, size_t n)
 {
     es_conn *c = &s->conns[fd];
     es_echo e;
-    echo_frames(p, n, &e);
+    echo_frames(p, n, c->deflate, &e);
     s->echoed += e.messages;
     if (e.out_len > 0 && send_bytes(s, fd, p, e.out_len) < 0) {
         conn_close(s, fd);
@@ -446,12 +469,16 @@ static void on_request(es_server *s, int fd, uint8_t *p, size_t n)
         return;
     }
     char accept[WSG_WS_ACCEPT_LEN + 1];
-    char reply[160];
+    char reply[256];
     wsg_ws_accept(rq.key, accept);
     int len = snprintf(reply, sizeof(reply),
                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                       accept);
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
+                       accept,
+                       rq.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                    "server_no_context_takeover; client_no_context_takeover\r\n"
+                                  : "");
+    s->conns[fd].deflate = rq.deflate;
     if (s->opt->log_paths)
         fprintf(stderr, "path %.*s\n", (int)rq.target.len, rq.target.p);
     s->conns[fd].state = ES_OPEN;
@@ -912,7 +939,7 @@ static int parse_options(int argc, char **argv, es_options *o)
         {"help", no_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
-    uint64_t v;
+    uint64_t v = 0;
     int opt;
     int idx = 0;
     memset(o, 0, sizeof(*o));

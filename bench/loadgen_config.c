@@ -14,16 +14,21 @@
 
 void lg_config_usage(FILE *f)
 {
-    fputs("usage: loadgen --url ws://HOST:PORT/PATH [options]\n"
+    fputs("usage: loadgen --url ws[s]://HOST:PORT/PATH [options]\n"
           "Opens many WebSocket connections and either holds them (idle) or sends\n"
           "messages and times their echoes (echo). Prints one JSON object on stdout;\n"
           "diagnostics go to stderr. Exit status: 0 when every connection opened and\n"
           "stayed open and every echo came back intact; 1 otherwise; 2 for bad options.\n"
           "\n"
           "target\n"
-          "  --url URL             ws://HOST[:PORT]/PATH; HOST is an IPv4 address or\n"
-          "                        localhost; {i} in PATH becomes the connection index\n"
-          "                        (0..N-1), e.g. ws://127.0.0.1:9000/?clientId=c{i}\n"
+          "  --url URL             ws://HOST[:PORT]/PATH or wss://...; HOST is an IPv4\n"
+          "                        address or localhost; {i} in PATH becomes the\n"
+          "                        connection index (0..N-1), e.g.\n"
+          "                        ws://127.0.0.1:9000/?clientId=c{i}. wss: TLS 1.3, a\n"
+          "                        full handshake per connection, no certificate check\n"
+          "  --deflate             offer permessage-deflate (no context takeover either\n"
+          "                        way) and send every message compressed (RSV1, stored\n"
+          "                        DEFLATE blocks); the server must accept the offer\n"
           "connections\n"
           "  --connections N       connections to open (default 1)\n"
           "  --ramp R              new connections per second over all processes;\n"
@@ -123,16 +128,22 @@ static int parse_sources(const char *s, lg_config *cfg)
 /* Splits ws://HOST[:PORT]/PATH and resolves HOST to one IPv4 address. */
 static int parse_url(const char *url, lg_config *cfg)
 {
-    static const char scheme[] = "ws://";
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai;
     char host[256];
-    uint64_t port = 80;
-    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0) {
-        fputs("loadgen: --url must start with ws:// (wss is not supported)\n", stderr);
+    uint64_t port;
+    const char *auth;
+    if (strncmp(url, "ws://", 5) == 0) {
+        auth = url + 5;
+        port = 80;
+    } else if (strncmp(url, "wss://", 6) == 0) {
+        auth = url + 6;
+        port = 443;
+        cfg->tls = true;
+    } else {
+        fputs("loadgen: --url must start with ws:// or wss://\n", stderr);
         return -1;
     }
-    const char *auth = url + sizeof(scheme) - 1;
     const char *slash = strchr(auth, '/');
     size_t alen = slash ? (size_t)(slash - auth) : strlen(auth);
     const char *colon = memchr(auth, ':', alen);
@@ -240,6 +251,7 @@ enum {
     O_WARMUP,
     O_MARGIN,
     O_QUIET,
+    O_DEFLATE,
     O_HELP,
 };
 
@@ -259,6 +271,7 @@ static const struct option longopts[] = {
     {"warmup", required_argument, NULL, O_WARMUP},
     {"margin", required_argument, NULL, O_MARGIN},
     {"quiet", no_argument, NULL, O_QUIET},
+    {"deflate", no_argument, NULL, O_DEFLATE},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -311,6 +324,9 @@ static int apply(lg_config *cfg, int opt, const char *arg, bool *procs_auto)
         return parse_seconds(arg, 86400, &cfg->margin);
     case O_QUIET:
         cfg->quiet = true;
+        return 0;
+    case O_DEFLATE:
+        cfg->deflate = true;
         return 0;
     }
     return -1;

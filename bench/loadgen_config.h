@@ -51,6 +51,8 @@ typedef struct lg_config {
     uint32_t src_count; /* 0: the kernel picks the source address */
     uint32_t procs;     /* worker processes, resolved from --procs */
     bool quiet;         /* no progress lines on stderr */
+    bool tls;           /* wss://: TLS 1.3 to the target */
+    bool deflate;       /* offer permessage-deflate; send compressed messages */
 } lg_config;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help was printed, -1

@@ -5,8 +5,10 @@
  * A connection's life:
  *
  *   NEW --start--> CONNECTING --writable--> HANDSHAKE --101--> OPEN
- *                      |                        |               |
- *                      +------ failed ----------+--> GONE <-----+ dropped / closed at the end
+ *                      |        \               ^  |              |
+ *                      |   (wss) +--> TLS ------+  |              |
+ *                      |                 |         |              |
+ *                      +------ failed ---+---------+--> GONE <----+ dropped / closed at the end
  *
  * An idle OPEN connection owns no buffer: reads go to the worker's rx
  * scratch, frames to send are built in its tx scratch and written at once.
@@ -21,6 +23,7 @@
 
 #include "loadgen_config.h"
 #include "loadgen_report.h"
+#include "loadgen_tls.h"
 #include "loadgen_wire.h"
 #include "ws/ws.h"
 
@@ -29,12 +32,13 @@
 /* The worker's read scratch: one read's worth for any connection. */
 #define LG_RX_SIZE (256 * 1024)
 
-enum { LC_NEW = 0, LC_CONNECTING, LC_HANDSHAKE, LC_OPEN, LC_GONE };
+enum { LC_NEW = 0, LC_CONNECTING, LC_TLS, LC_HANDSHAKE, LC_OPEN, LC_GONE };
 
 enum {
     LC_F_WRITING = 1, /* EPOLLOUT is on: out holds bytes */
     LC_F_PINGED = 2,  /* the end-of-hold ping went out */
     LC_F_PONGED = 4,  /* and its pong came back */
+    LC_F_DEFLATED = 8, /* the message being collected came with RSV1 */
 };
 
 enum { LG_PHASE_RAMP, LG_PHASE_WAIT_GO, LG_PHASE_LOAD, LG_PHASE_DRAIN, LG_PHASE_END };
@@ -64,6 +68,7 @@ typedef struct lg_conn {
     uint64_t seq_tx;   /* next sequence number to send */
     uint64_t seq_rx;   /* next sequence number expected back */
     lg_hs *hs;
+    lg_tls *tls; /* wss only */
     lg_buf *in;
     lg_buf *msg;
     lg_buf *out;
@@ -76,6 +81,7 @@ typedef struct lg_worker {
     uint32_t count; /* connections of this worker */
     lg_conn *conns;
     int ep;
+    lg_tls_ctx *tls_ctx; /* wss only */
     int up_fd;
     int down_fd;
     int phase;

@@ -20,6 +20,8 @@ void lg_result_merge(lg_result *dst, const lg_result *src)
     dst->sent += src->sent;
     dst->received += src->received;
     dst->mismatches += src->mismatches;
+    dst->gaps += src->gaps;
+    dst->current += src->current;
     dst->skipped += src->skipped;
     dst->rss_kb += src->rss_kb;
     if (src->rss_kb_max > dst->rss_kb_max)
@@ -83,6 +85,8 @@ void lg_report_json(FILE *f, const lg_config *cfg, const lg_result *r, const lg_
     double window = (double)r->window_ns / 1e9;
     fprintf(f, "{\"mode\":\"%s\",\"url\":", echo ? "echo" : "idle");
     json_string(f, cfg->url);
+    fprintf(f, ",\"tls\":%s,\"deflate\":%s", cfg->tls ? "true" : "false",
+            cfg->deflate ? "true" : "false");
     fprintf(f,
             ",\"connections\":%llu,\"procs\":%u,\"connected\":%llu,\"failed\":%llu,"
             "\"dropped\":%llu,",
@@ -97,11 +101,13 @@ void lg_report_json(FILE *f, const lg_config *cfg, const lg_result *r, const lg_
     json_hist(f, "send_lag_ms", &r->send_lag);
     fprintf(f,
             ",\"messages_sent\":%llu,\"messages_received\":%llu,\"lost\":%llu,"
-            "\"mismatches\":%llu,\"send_skipped\":%llu,\"duration_s\":%.3f,"
+            "\"mismatches\":%llu,\"gaps\":%llu,\"conns_last_echoed\":%llu,"
+            "\"send_skipped\":%llu,\"duration_s\":%.3f,"
             "\"warmup_s\":%.3f,\"msgs_per_sec\":%.1f,\"target_rate\":%.1f,\"inflight\":%u,"
             "\"payload\":%u,",
             (unsigned long long)r->sent, (unsigned long long)r->received,
             (unsigned long long)lost(r), (unsigned long long)r->mismatches,
+            (unsigned long long)r->gaps, (unsigned long long)r->current,
             (unsigned long long)r->skipped, window, echo ? cfg->warmup : 0.0,
             window > 0 ? (double)r->received / window : 0.0, cfg->rate, cfg->inflight,
             cfg->payload);

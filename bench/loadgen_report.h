@@ -30,6 +30,10 @@ typedef struct lg_result {
     uint64_t sent;     /* messages whose intended send time is in the window */
     uint64_t received; /* echoes of those */
     uint64_t mismatches;
+    uint64_t gaps;    /* echoes that came after earlier ones of their connection
+                         that never came (lost on the way, e.g. with a backend) */
+    uint64_t current; /* echo: connections open at the end whose last message
+                         came back, i.e. still echoing */
     uint64_t skipped; /* due messages not sent: over 4 MiB already queued */
     uint64_t rss_kb;  /* resident memory with every connection open, summed */
     uint64_t rss_kb_max;

@@ -54,14 +54,20 @@ static int expand_path(char *out, size_t cap, const char *path, uint64_t index)
 int lg_wire_request(char *out, size_t cap, const char *host, const char *path, uint64_t index,
                     const char *key)
 {
+    return lg_wire_request_ext(out, cap, host, path, index, key, false);
+}
+
+int lg_wire_request_ext(char *out, size_t cap, const char *host, const char *path, uint64_t index,
+                        const char *key, bool deflate)
+{
     char target[1200];
     if (expand_path(target, sizeof(target), path, index) < 0)
         return -1;
     int n = snprintf(out, cap,
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     target, host, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     target, host, key, deflate ? LG_DEFLATE_OFFER : "");
     return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
@@ -115,6 +121,25 @@ int lg_wire_response(const char *p, size_t n, const char *accept, int *status)
     return (int)(end - p) + 4;
 }
 
+bool lg_wire_accepts_deflate(const char *p, size_t n)
+{
+    wsg_str rest = wsg_str_make(p, n);
+    next_line(&rest);
+    while (rest.len > 0) {
+        wsg_str value = next_line(&rest);
+        wsg_str name = wsg_str_next_item(&value, ':');
+        if (!wsg_str_eq_nocase(name, WSG_STR("Sec-WebSocket-Extensions")))
+            continue;
+        while (value.len > 0) {
+            wsg_str element = wsg_str_next_item(&value, ',');
+            wsg_str ext = wsg_str_trim(wsg_str_next_item(&element, ';'));
+            if (wsg_str_eq_nocase(ext, WSG_STR("permessage-deflate")))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* Fills p[0..n) with the pattern word, little-endian, repeated. */
 static void fill(uint8_t *p, size_t n, uint64_t word)
 {
@@ -134,6 +159,59 @@ size_t lg_wire_message(uint8_t *out, uint32_t size, uint64_t index, uint64_t seq
     fill(p + LG_MSG_MIN, size - LG_MSG_MIN, pattern(index, seq));
     wsg_ws_mask(p, size, key, 0);
     return hs + size;
+}
+
+size_t lg_wire_message_deflated(uint8_t *out, uint32_t size, uint64_t index, uint64_t seq,
+                                uint64_t sent_ns, const uint8_t key[4])
+{
+    size_t len = size + LG_STORED_OVERHEAD(size);
+    size_t hs = wsg_ws_header_write(out, true, 4, WSG_WS_OP_BINARY, len, key);
+    uint8_t *p = out + hs;
+    uint8_t *plain = p + len - size;
+    /* The plain payload goes at the end, then each block's header is
+     * written in front of its bytes, moving them forward: a block's bytes
+     * never overlap what is still to be moved. */
+    put_u64(plain, seq);
+    put_u64(plain + 8, sent_ns);
+    fill(plain + LG_MSG_MIN, size - LG_MSG_MIN, pattern(index, seq));
+    size_t at = 0;
+    for (size_t done = 0; done < size;) {
+        size_t chunk = size - done < LG_STORED_MAX ? size - done : LG_STORED_MAX;
+        p[at] = done + chunk == size ? 1 : 0; /* BFINAL on the last, BTYPE 00 */
+        p[at + 1] = (uint8_t)chunk;
+        p[at + 2] = (uint8_t)(chunk >> 8);
+        p[at + 3] = (uint8_t)~chunk;
+        p[at + 4] = (uint8_t)(~chunk >> 8);
+        memmove(p + at + 5, plain + done, chunk);
+        at += 5 + chunk;
+        done += chunk;
+    }
+    wsg_ws_mask(p, len, key, 0);
+    return hs + len;
+}
+
+long lg_wire_unstore(uint8_t *p, size_t n)
+{
+    size_t in = 0;
+    size_t out = 0;
+    for (;;) {
+        if (in == n)
+            return -1; /* no block with BFINAL set */
+        if (n - in == 1 && p[in] == 0)
+            return (long)out; /* the 00 00 ff ff tail that RFC 7692 removes */
+        if (n - in < 5 || (p[in] & 0x06) != 0)
+            return -1; /* cut, or not a stored block */
+        bool last = p[in] & 1;
+        size_t len = (size_t)p[in + 1] | (size_t)p[in + 2] << 8;
+        size_t nlen = (size_t)p[in + 3] | (size_t)p[in + 4] << 8;
+        if ((len ^ nlen) != 0xffff || n - in - 5 < len)
+            return -1;
+        memmove(p + out, p + in + 5, len);
+        out += len;
+        in += 5 + len;
+        if (last)
+            return in == n ? (long)out : -1;
+    }
 }
 
 int lg_wire_check(const uint8_t *p, size_t n, uint32_t size, uint64_t index, lg_echo *e)

@@ -338,6 +338,18 @@ static uint64_t measured_window(const lg_worker *w, uint64_t now)
     return w->measure_from != UINT64_MAX && end > w->measure_from ? end - w->measure_from : 0;
 }
 
+/* Echo: open connections whose last message came back (all of them, when
+ * nothing was lost and the drain finished). */
+static uint64_t still_echoing(const lg_worker *w)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < w->count; i++) {
+        const lg_conn *c = &w->conns[i];
+        n += c->state == LC_OPEN && c->seq_tx > 0 && c->seq_rx == c->seq_tx;
+    }
+    return n;
+}
+
 /* Says goodbye with a close frame where the socket takes it at once; the
  * run is over, so nobody waits for the answer. */
 static void close_all(lg_worker *w)
@@ -347,7 +359,8 @@ static void close_all(lg_worker *w)
         lg_conn *c = &w->conns[i];
         if (c->state == LC_OPEN && c->out == NULL) {
             size_t n = wsg_ws_close_frame(frame, WSG_WS_CLOSE_NORMAL, "loadgen done", &w->rng);
-            ssize_t sent = send(c->fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ssize_t sent = c->tls ? lg_tls_write(c->tls, frame, n)
+                                  : send(c->fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)sent;
         }
         if (c->state != LC_GONE && c->state != LC_NEW)
@@ -359,6 +372,7 @@ static void worker_deinit(lg_worker *w)
 {
     if (w->ep >= 0)
         close(w->ep);
+    lg_tls_ctx_free(w->tls_ctx);
     free(w->conns);
     free(w->rx);
     free(w->tx);
@@ -401,6 +415,8 @@ static int worker_init(lg_worker *w, const lg_config *cfg, uint32_t k, int up_fd
     w->src_full = calloc(cfg->src_count ? cfg->src_count : 1, 1);
     if (w->ep < 0 || !w->conns || !w->rx || !w->tx || !w->pending || !w->src_full)
         return -1;
+    if (cfg->tls && (w->tls_ctx = lg_tls_ctx_new()) == NULL)
+        return -1;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = LG_TAG_DOWN};
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, down_fd, &ev) < 0)
         return -1;
@@ -431,6 +447,7 @@ int lg_worker_run(const lg_config *cfg, uint32_t k, int up_fd, int down_fd)
         w->res.procs = 1;
         w->phase = LG_PHASE_END;
         w->res.window_ns = measured_window(w, now_ns());
+        w->res.current = still_echoing(w);
         rc = lg_ipc_send(up_fd, LG_IPC_RESULT, &w->res, sizeof(w->res)) == 0 ? 0 : 1;
         close_all(w);
     } else {

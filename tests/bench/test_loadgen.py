@@ -34,7 +34,7 @@ REPORT_KEYS = {
     "ramp_s", "handshake_ms", "rtt_ms", "messages_sent", "messages_received", "lost",
     "mismatches", "send_skipped", "duration_s", "warmup_s", "msgs_per_sec", "target_rate",
     "send_lag_ms", "inflight", "payload", "rss_kb", "rss_kb_max_proc", "procs_reported", "elapsed_s",
-    "timed_out", "interrupted",
+    "timed_out", "interrupted", "tls", "deflate", "gaps", "conns_last_echoed",
 }
 
 

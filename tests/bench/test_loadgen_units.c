@@ -226,6 +226,98 @@ static void test_message_roundtrip(void **state)
         roundtrip(sizes[i]);
 }
 
+/* ---- permessage-deflate ------------------------------------------------------ */
+
+/* A compressed message: RSV1, stored blocks of at most 65,535 bytes with
+ * BFINAL on the last, and the plain message back after lg_wire_unstore. */
+static void deflated_roundtrip(uint32_t size)
+{
+    static const uint8_t key[4] = {0x11, 0x22, 0x33, 0x44};
+    uint8_t *frame = malloc(LG_FRAME_SIZE(size));
+    lg_echo e;
+    wsg_ws_header h;
+    assert_non_null(frame);
+    size_t n = lg_wire_message_deflated(frame, size, 3, 99, 5555, key);
+    size_t len = size + LG_STORED_OVERHEAD(size);
+    assert_int_equal(wsg_ws_header_parse(frame, n, &h), (int)(n - len));
+    assert_true(h.masked && h.fin && h.rsv == 4 && h.opcode == WSG_WS_OP_BINARY && h.len == len);
+    uint8_t *p = frame + h.size;
+    wsg_ws_mask(p, len, h.mask, 0);
+    size_t blocks = (size + LG_STORED_MAX - 1) / LG_STORED_MAX;
+    size_t at = 0;
+    for (size_t b = 0; b < blocks; b++) {
+        size_t chunk = b + 1 < blocks ? LG_STORED_MAX : size - b * LG_STORED_MAX;
+        assert_int_equal(p[at], b + 1 == blocks ? 1 : 0);
+        assert_int_equal(p[at + 1] | p[at + 2] << 8, chunk);
+        assert_int_equal((p[at + 3] | p[at + 4] << 8) ^ 0xffff, chunk);
+        at += 5 + chunk;
+    }
+    assert_int_equal(at, len);
+    assert_int_equal(lg_wire_unstore(p, len), size);
+    assert_int_equal(lg_wire_check(p, size, size, 3, &e), 0);
+    assert_int_equal(e.seq, 99);
+    assert_int_equal(e.sent_ns, 5555);
+    free(frame);
+}
+
+static void test_deflated_roundtrip(void **state)
+{
+    (void)state;
+    static const uint32_t sizes[] = {16, 32, 1000, 65534, 65535, 65536, 131070, 131071, 200000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        deflated_roundtrip(sizes[i]);
+}
+
+static void test_unstore_refusals(void **state)
+{
+    (void)state;
+    /* "abc" in one final stored block, then as RFC 7692 sends a sync-flushed
+     * stream: a non-final block and the first byte of the empty one. */
+    uint8_t last[] = {0x01, 3, 0, 0xfc, 0xff, 'a', 'b', 'c'};
+    uint8_t flushed[] = {0x00, 3, 0, 0xfc, 0xff, 'a', 'b', 'c', 0x00};
+    uint8_t buf[16];
+    memcpy(buf, last, sizeof(last));
+    assert_int_equal(lg_wire_unstore(buf, sizeof(last)), 3);
+    assert_memory_equal(buf, "abc", 3);
+    memcpy(buf, flushed, sizeof(flushed));
+    assert_int_equal(lg_wire_unstore(buf, sizeof(flushed)), 3);
+    /* Every cut of the final-block form is refused, read within bounds. */
+    for (size_t n = 0; n < sizeof(last); n++)
+        assert_int_equal(lg_wire_unstore((uint8_t *)guarded(last, n), n), -1);
+    /* A bad ~LEN, a compressed block type, bytes after the final block. */
+    memcpy(buf, last, sizeof(last));
+    buf[3] = 0;
+    assert_int_equal(lg_wire_unstore(buf, sizeof(last)), -1);
+    memcpy(buf, last, sizeof(last));
+    buf[0] = 0x03; /* BTYPE 01: fixed Huffman codes */
+    assert_int_equal(lg_wire_unstore(buf, sizeof(last)), -1);
+    memcpy(buf, last, sizeof(last));
+    buf[sizeof(last)] = 0;
+    assert_int_equal(lg_wire_unstore(buf, sizeof(last) + 1), -1);
+}
+
+static void test_deflate_offer_and_answer(void **state)
+{
+    (void)state;
+    char out[1024];
+    int n = lg_wire_request_ext(out, sizeof(out), "h", "/", 0, rfc_key, true);
+    assert_true(n > 0);
+    assert_non_null(strstr(out, "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                                "client_no_context_takeover; server_no_context_takeover\r\n\r\n"));
+    n = lg_wire_request_ext(out, sizeof(out), "h", "/", 0, rfc_key, false);
+    assert_null(strstr(out, "Extensions"));
+    static const char yes[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                              "sec-websocket-extensions: x-other, permessage-deflate; "
+                              "client_no_context_takeover\r\n\r\n";
+    static const char no[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                             "Sec-WebSocket-Extensions: permessage-deflatex\r\n"
+                             "X-Note: permessage-deflate\r\n\r\n";
+    assert_true(lg_wire_accepts_deflate(guarded(yes, strlen(yes)), strlen(yes)));
+    assert_false(lg_wire_accepts_deflate(guarded(no, strlen(no)), strlen(no)));
+    assert_false(lg_wire_accepts_deflate(guarded(good_response, strlen(good_response)),
+                                         strlen(good_response)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +325,8 @@ int main(void)
         cmocka_unit_test(test_hist_tail),         cmocka_unit_test(test_hist_merge),
         cmocka_unit_test(test_request_template),  cmocka_unit_test(test_response_in_pieces),
         cmocka_unit_test(test_response_refusals), cmocka_unit_test(test_message_roundtrip),
+        cmocka_unit_test(test_deflated_roundtrip), cmocka_unit_test(test_unstore_refusals),
+        cmocka_unit_test(test_deflate_offer_and_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
