@@ -136,6 +136,10 @@ static int gateway_names(wsg_buf **out, const wsg_admin *a, const totals *t, uns
          "Client bytes lost in moves: queued for a failed backend, or held for a session that "
          "could not move",
          WSG_C_MIGRATION_LOST_BYTES},
+        {"wsgate_migration_unanswered_messages_total",
+         "Client messages a failed backend was sent after the last bytes it sent back: "
+         "possibly lost with it",
+         WSG_C_MIGRATION_UNANSWERED},
         {"wsgate_http_requests_total", "Requests served on the HTTP port", WSG_C_HTTP_REQUESTS},
         {"wsgate_rate_limited_total", "Upgrades and HTTP requests answered 429",
          WSG_C_RATE_LIMITED},

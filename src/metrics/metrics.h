@@ -38,6 +38,7 @@ typedef enum wsg_counter {
     WSG_C_MIGRATIONS_FAILED,    /* moves that ended the session (1011, 1013) */
     WSG_C_MIGRATION_DROPPED,    /* client messages cut by a move and dropped */
     WSG_C_MIGRATION_LOST_BYTES, /* bytes queued for a failed backend, lost with it */
+    WSG_C_MIGRATION_UNANSWERED, /* messages a failed backend got after its last answer */
     WSG_C_RATE_LIMITED,         /* upgrades and HTTP requests answered 429 */
     WSG_C_MESSAGES_DROPPED,     /* client messages over MESSAGE_RATE, dropped */
     WSG_C_HTTP_PROXY_REFUSED,   /* /api and /sse requests answered by the gateway: unknown

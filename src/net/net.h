@@ -170,6 +170,11 @@ int wsg_dial(const struct sockaddr *addr, socklen_t addrlen, int *fd);
 
 void wsg_sock_await_connect(wsg_sock *s);
 
+/* What a poll error on the socket was: libuv reports every error on a
+ * polled descriptor as UV_EBADF, but the socket knows (a reset, a refused
+ * connect). Returns a negative errno, or `status` when it knows nothing. */
+int wsg_sock_error(const wsg_sock *s, int status);
+
 /* The outcome of the connect (0 or a negative errno); stops waiting. */
 int wsg_sock_connect_result(wsg_sock *s);
 

@@ -189,6 +189,16 @@ void wsg_sock_await_connect(wsg_sock *s)
     wsg_sock_update_events(s);
 }
 
+int wsg_sock_error(const wsg_sock *s, int status)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (status != UV_EBADF || s->fd < 0 ||
+        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+        return status;
+    return -err;
+}
+
 int wsg_sock_connect_result(wsg_sock *s)
 {
     int err = 0;

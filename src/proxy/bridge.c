@@ -25,6 +25,10 @@
 typedef struct relay_out {
     uv_buf_t iov[RELAY_IOV];
     unsigned n;
+    /* Toward a backend: the messages the pieces end, and whether they
+     * begin at a message boundary. */
+    uint32_t messages;
+    bool whole;
 } relay_out;
 
 static void on_client_event(wsg_sock *s, int status, int events);
@@ -331,6 +335,10 @@ void bridge_close_client(wsg_bridge *b, uint16_t code, const char *reason)
 
 void bridge_upstream_failed(wsg_bridge *b, const char *why)
 {
+    if (b->up && b->up->state == U_OPEN) {
+        wsg_count(&b->proxy->counters, WSG_C_MIGRATION_UNANSWERED, b->up->unanswered);
+        b->up->unanswered = 0;
+    }
     if (b->state == B_ENDING) {
         bridge_release_upstream(b);
         return;
@@ -374,8 +382,38 @@ static void out_add(relay_out *o, uint8_t *p, size_t n, wsg_bridge *b, bool to_b
             send_to_backend(b, o);
         else
             send_to_client(b, o);
+        /* The stream has already passed this piece: where the next batch
+         * begins is not known, so it does not count as whole. */
+        o->whole = false;
     }
     o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)n);
+}
+
+/* Counts the client messages written to the current backend that it has
+ * not answered yet. */
+static void note_unanswered(wsg_bridge *b, uint32_t messages)
+{
+    wsg_upstream *u = b->up;
+    uint32_t sum = u->unanswered + messages;
+    u->unanswered = sum > UINT16_MAX ? UINT16_MAX : (uint16_t)sum;
+}
+
+/* The backend took none of these pieces: when they are whole messages
+ * and the session moves, the next backend gets them instead. */
+static void write_to_backend_failed(wsg_bridge *b, relay_out *o, unsigned n, int err)
+{
+    bool whole = o->whole && wsg_ws_stream_at_message_boundary(&b->rx);
+    char why[96];
+    snprintf(why, sizeof(why), "cannot write to the backend: %s", uv_strerror(err));
+    bridge_upstream_failed(b, why);
+    if (b->mig == NULL)
+        return;
+    if (!whole || b->mig->dropping) {
+        wsg_count(&b->proxy->counters, WSG_C_MIGRATION_DROPPED, 1);
+        return;
+    }
+    if (migrate_hold(b, o->iov, n) < 0)
+        bridge_close_client(b, WSG_WS_CLOSE_INTERNAL, "out of memory");
 }
 
 static void send_to_backend(wsg_bridge *b, relay_out *o)
@@ -394,10 +432,14 @@ static void send_to_backend(wsg_bridge *b, relay_out *o)
     }
     if (b->up == NULL || b->up->state != U_OPEN || wsg_sock_is_closing(&b->up->sock))
         return;
-    if (wsg_sock_write(&b->up->sock, o->iov, n) < 0) {
-        bridge_upstream_failed(b, "cannot write to the backend");
+    int rc = wsg_sock_write(&b->up->sock, o->iov, n);
+    if (rc < 0) {
+        write_to_backend_failed(b, o, n, rc);
         return;
     }
+    note_unanswered(b, o->messages);
+    o->messages = 0;
+    o->whole = wsg_ws_stream_at_message_boundary(&b->rx);
     note_backend_backlog(b);
 }
 
@@ -538,7 +580,7 @@ static bool over_message_rate(wsg_bridge *b, relay_out *o)
 void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
 {
     wsg_proxy *px = b->proxy;
-    relay_out o = {.n = 0};
+    relay_out o = {.n = 0, .whole = wsg_ws_stream_at_message_boundary(&b->rx)};
     bool limited = bridge_config(b)->message_rate > 0;
     while (n > 0 && relaying(b) && !(b->flags & BF_CLIENT_SENT_CLOSE)) {
         wsg_ws_span span;
@@ -566,6 +608,7 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
             if (span.messages) {
                 wsg_count(&px->counters, WSG_C_MESSAGES_FROM_CLIENTS, span.messages);
                 b->msg_at = stamp(bridge_now(b));
+                o.messages += span.messages;
             }
             break;
         case WSG_WS_SPAN_CONTROL:
@@ -728,6 +771,7 @@ static void upstream_read(wsg_bridge *b, wsg_upstream *u)
     }
     u->rx_at = stamp(bridge_now(b));
     u->ping_at = 0;
+    u->unanswered = 0;
     wsg_count(&px->counters, WSG_C_BYTES_FROM_BACKENDS, (uint64_t)n);
     wsg_backend_count(&u->backend->stats[px->worker->index].bytes_in, (uint64_t)n);
     size_t len = (size_t)n;
@@ -784,7 +828,7 @@ static void on_client_event(wsg_sock *s, int status, int events)
 {
     wsg_bridge *b = wsg_container_of(s, wsg_bridge, client);
     if (status < 0) {
-        client_gone(b, status);
+        client_gone(b, wsg_sock_error(s, status));
         return;
     }
     if (events & UV_WRITABLE) {
@@ -840,7 +884,7 @@ void bridge_on_upstream_event(wsg_sock *s, int status, int events)
         return;
     }
     if (status < 0) {
-        bridge_upstream_failed(b, uv_strerror(status));
+        bridge_upstream_failed(b, uv_strerror(wsg_sock_error(s, status)));
         return;
     }
     if (events & UV_WRITABLE) {

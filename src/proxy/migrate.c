@@ -15,11 +15,13 @@
  *   2. Client frames arriving meanwhile are held, in order, up to
  *      MIGRATION_BUFFER; past that the client is simply not read.
  *   3. After a random delay (jitter, so that a big backend's death is no
- *      thundering herd) and within MIGRATION_CONCURRENCY dials per worker, a
- *      backend chosen by the balancer, never the one left, is dialled with
- *      the same request, X-Wsgate-Migrated-From, and exactly the subprotocol
- *      and permessage-deflate parameters the session runs with. A backend
- *      that will not agree to them ends the session with 1011.
+ *      thundering herd) and within MIGRATION_CONCURRENCY dials per worker
+ *      (the others queue, and a dial that ends hands its slot to the next at
+ *      once), a backend chosen by the balancer, never the one left, is
+ *      dialled with the same request, X-Wsgate-Migrated-From, and exactly
+ *      the subprotocol and permessage-deflate parameters the session runs
+ *      with. A backend that will not agree to them ends the session with
+ *      1011.
  *   4. On its 101, once the retiring backend is done, the held frames go
  *      out first, then frames flow again.
  *      No backend found within MIGRATION_TIMEOUT: the client gets 1013.
@@ -66,14 +68,40 @@ void migrate_abandon_retiring(wsg_bridge *b)
     m->retiring = NULL;
 }
 
+static void try_dial(wsg_bridge *b, uint64_t now);
+
+/* A dial of `b` ended: its slot goes to the sessions queued for one, in
+ * the order they asked. */
+static void end_dial(wsg_bridge *b)
+{
+    wsg_proxy *px = b->proxy;
+    b->mig->dialing = false;
+    px->dials_in_flight--;
+    uint64_t now = bridge_now(b);
+    while (!px->closing_all && !wsg_list_empty(&px->dial_queue) &&
+           px->dials_in_flight < bridge_config(b)->migration_concurrency) {
+        wsg_list *first = px->dial_queue.next;
+        /* Always linked; said for clang's analyzer, which loses track of
+         * the queue across try_dial(). */
+        if (first->prev == NULL)
+            break;
+        wsg_list_remove(first);
+        migration *next = wsg_container_of(first, migration, queued);
+        try_dial(next->bridge, now);
+        bridge_arm(next->bridge, migrate_next_due(next->bridge));
+    }
+}
+
 void migrate_free(wsg_bridge *b)
 {
     migration *m = b->mig;
     if (m == NULL)
         return;
     migrate_abandon_retiring(b);
+    if (wsg_list_linked(&m->queued))
+        wsg_list_remove(&m->queued);
     if (m->dialing)
-        b->proxy->dials_in_flight--;
+        end_dial(b);
     b->proxy->moving--;
     wsg_buf_free(&m->hold);
     wsg_buf_free(&m->early);
@@ -120,6 +148,7 @@ void migrate_begin(wsg_bridge *b, const char *why, bool graceful)
         bridge_close_frame_to_backend(b, WSG_WS_CLOSE_GOING_AWAY, "session moved");
     else
         wsg_count(&px->counters, WSG_C_MIGRATION_LOST_BYTES, wsg_sock_pending(&u->sock));
+    m->bridge = b;
     m->left = u->backend;
     wsg_backend_ref(m->left);
     atomic_fetch_add_explicit(&m->left->migrations_out, 1, memory_order_relaxed);
@@ -158,7 +187,9 @@ static void try_dial(wsg_bridge *b, uint64_t now)
     wsg_proxy *px = b->proxy;
     migration *m = b->mig;
     if (px->dials_in_flight >= bridge_config(b)->migration_concurrency) {
-        m->not_before = now + 10 + random_below(b, 20);
+        /* end_dial() calls it; until then only the deadline is due. */
+        wsg_list_insert_tail(&px->dial_queue, &m->queued);
+        m->not_before = m->deadline;
         return;
     }
     wsg_service *svc = wsg_registry_service(px->gw->registry, wsg_str_cstr(m->left->service));
@@ -220,10 +251,8 @@ void migrate_dial_failed(wsg_bridge *b, const char *why)
     if (u && u->backend)
         proxy_backend_failed(b, u->backend, "backend unreachable", why);
     bridge_release_upstream(b);
-    if (m->dialing) {
-        m->dialing = false;
-        b->proxy->dials_in_flight--;
-    }
+    if (m->dialing)
+        end_dial(b);
     m->ready = false;
     /* The next backend at once, but a session that keeps failing (every
      * backend left is suspect: tried as a last resort) backs off, doubling
@@ -276,10 +305,8 @@ static void complete(wsg_bridge *b)
 void migrate_switched(wsg_bridge *b, const uint8_t *early, size_t n)
 {
     migration *m = b->mig;
-    if (m->dialing) {
-        m->dialing = false;
-        b->proxy->dials_in_flight--;
-    }
+    if (m->dialing)
+        end_dial(b);
     if (n && wsg_buf_append(&m->early, early, n) < 0) {
         migrate_dial_failed(b, "out of memory");
         return;

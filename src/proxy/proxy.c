@@ -112,6 +112,7 @@ void wsg_proxy_init(wsg_proxy *p, wsg_gateway *gw, wsg_worker *w)
     p->worker = w;
     p->gw = gw;
     wsg_list_init(&p->bridges);
+    wsg_list_init(&p->dial_queue);
     wsg_pool_init(&p->client_handshakes, sizeof(client_hs));
     wsg_pool_init(&p->backend_handshakes, dial_state_size());
     p->from_client = (wsg_ws_policy){

@@ -60,6 +60,7 @@ typedef struct wsg_proxy {
     uint64_t next_seq;
     uint64_t refused_logged_at;
     unsigned dials_in_flight; /* migration dials under way */
+    wsg_list dial_queue;      /* moving sessions waiting for a dial slot (migrate.c) */
     unsigned sample;          /* picks the reads whose latency is timed */
     unsigned moving;          /* sessions between two backends */
     bool closing_all;

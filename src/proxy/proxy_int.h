@@ -92,11 +92,13 @@ typedef struct client_hs {
     uint8_t dials;
 } client_hs;
 
-/* A session between two backends (migrate.c). Allocated only then. */
 /* A backend whose dial failed is avoided for this long. */
 #define SUSPECT_MS 2000
 
+/* A session between two backends (migrate.c). Allocated only then. */
 typedef struct migration {
+    struct wsg_bridge *bridge; /* the moving session */
+    wsg_list queued;     /* in proxy->dial_queue while waiting for a dial slot */
     wsg_backend *left;   /* the backend the session left (a reference) */
     struct wsg_upstream *retiring; /* a drained backend finishing its answers */
     wsg_buf *hold;       /* client frames for the next backend, in order */
@@ -127,6 +129,9 @@ typedef struct wsg_upstream {
     wsg_stamp ping_at;   /* our unanswered ping to the backend, or 0 */
     wsg_stamp stall_at;  /* since when the backend is not taking our bytes, or 0 */
     uint8_t state;
+    /* Client messages written since the backend last sent anything: what
+     * may be lost if it fails now (it sits in padding; saturates). */
+    uint16_t unanswered;
 } wsg_upstream;
 
 typedef struct wsg_bridge {
