@@ -373,19 +373,12 @@ static void client_gone(wsg_bridge *b, long err)
 
 /* ---- relaying --------------------------------------------------------- */
 
-static void out_add(relay_out *o, uint8_t *p, size_t n, wsg_bridge *b, bool to_backend)
+/* Adds a piece. Each span adds at most one, and the relay loops send a
+ * full batch at the end of a span, so there is always room. */
+static void out_add(relay_out *o, uint8_t *p, size_t n)
 {
     if (n == 0)
         return;
-    if (o->n == RELAY_IOV) {
-        if (to_backend)
-            send_to_backend(b, o);
-        else
-            send_to_client(b, o);
-        /* The stream has already passed this piece: where the next batch
-         * begins is not known, so it does not count as whole. */
-        o->whole = false;
-    }
     o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)n);
 }
 
@@ -398,18 +391,30 @@ static void note_unanswered(wsg_bridge *b, uint32_t messages)
     u->unanswered = sum > UINT16_MAX ? UINT16_MAX : (uint16_t)sum;
 }
 
-/* The backend took none of these pieces: when they are whole messages
- * and the session moves, the next backend gets them instead. */
+/* A write to the backend failed. A plain socket's sendmsg() fails whole:
+ * then the backend took none of these pieces, and when they are whole
+ * messages and the session moves, the next backend gets them instead.
+ * (TLS writes record by record, and running out of memory comes after a
+ * partial send: the backend may have some, so they are not sent again but
+ * counted as possibly lost.) */
 static void write_to_backend_failed(wsg_bridge *b, relay_out *o, unsigned n, int err)
 {
+    bool untouched = err != UV_ENOMEM && !wsg_sock_ssl(&b->up->sock);
     bool whole = o->whole && wsg_ws_stream_at_message_boundary(&b->rx);
     char why[96];
     snprintf(why, sizeof(why), "cannot write to the backend: %s", uv_strerror(err));
     bridge_upstream_failed(b, why);
     if (b->mig == NULL)
         return;
+    if (!untouched) {
+        wsg_count(&b->proxy->counters, WSG_C_MIGRATION_UNANSWERED, o->messages);
+        return;
+    }
     if (!whole || b->mig->dropping) {
-        wsg_count(&b->proxy->counters, WSG_C_MIGRATION_DROPPED, 1);
+        /* Part of a message at either end: no backend may get it. The
+         * messages ending here are dropped; one cut at the end was
+         * counted by migrate_begin(). */
+        wsg_count(&b->proxy->counters, WSG_C_MIGRATION_DROPPED, o->messages);
         return;
     }
     if (migrate_hold(b, o->iov, n) < 0)
@@ -489,7 +494,7 @@ static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const ws
     uint16_t code = close_code_of(span);
     wsg_ws_control_remask(frame, &span->header, &b->proxy->worker->rng);
     if (span->header.opcode != WSG_WS_OP_CLOSE) {
-        out_add(o, frame, span->len, b, true);
+        out_add(o, frame, span->len);
         return true;
     }
     b->flags |= BF_CLIENT_SENT_CLOSE;
@@ -506,7 +511,7 @@ static bool client_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const ws
         return false;
     }
     if (!(b->flags & BF_BACKEND_GOT_CLOSE) && b->up && b->up->state == U_OPEN) {
-        out_add(o, frame, span->len, b, true);
+        out_add(o, frame, span->len);
         b->flags |= BF_BACKEND_GOT_CLOSE;
     }
     if (b->flags & BF_CLIENT_GOT_CLOSE) {
@@ -524,12 +529,12 @@ static bool backend_control(wsg_bridge *b, relay_out *o, uint8_t *frame, const w
     if (liveness_is_our_pong(b, span))
         return true;
     if (span->header.opcode != WSG_WS_OP_CLOSE) {
-        out_add(o, frame, span->len, b, false);
+        out_add(o, frame, span->len);
         return true;
     }
     b->flags |= BF_BACKEND_SENT_CLOSE;
     if (!(b->flags & BF_CLIENT_GOT_CLOSE)) {
-        out_add(o, frame, span->len, b, false);
+        out_add(o, frame, span->len);
         b->flags |= BF_CLIENT_GOT_CLOSE;
         b->close_code = close_code_of(span);
     }
@@ -604,7 +609,7 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
                     b->mig->dropping = false;
                 break;
             }
-            out_add(&o, p, span.len, b, true);
+            out_add(&o, p, span.len);
             if (span.messages) {
                 wsg_count(&px->counters, WSG_C_MESSAGES_FROM_CLIENTS, span.messages);
                 b->msg_at = stamp(bridge_now(b));
@@ -628,6 +633,8 @@ void bridge_relay_from_client(wsg_bridge *b, uint8_t *p, size_t n)
         }
         p += span.len;
         n -= span.len;
+        if (o.n == RELAY_IOV)
+            send_to_backend(b, &o); /* whole spans: where the stream is now */
     }
     send_to_backend(b, &o);
     if (b->flags & BF_DRAIN_PENDING)
@@ -668,7 +675,7 @@ void bridge_relay_from_backend(wsg_bridge *b, wsg_upstream *u, uint8_t *p, size_
         }
         switch (span.kind) {
         case WSG_WS_SPAN_DATA:
-            out_add(&o, p, span.len, b, false);
+            out_add(&o, p, span.len);
             if (span.messages) {
                 wsg_count(&px->counters, WSG_C_MESSAGES_FROM_BACKENDS, span.messages);
                 b->msg_at = stamp(bridge_now(b));
@@ -695,6 +702,8 @@ void bridge_relay_from_backend(wsg_bridge *b, wsg_upstream *u, uint8_t *p, size_
         }
         p += span.len;
         n -= span.len;
+        if (o.n == RELAY_IOV)
+            send_to_client(b, &o);
     }
     send_to_client(b, &o);
     if (b->flags & BF_DRAIN_PENDING)

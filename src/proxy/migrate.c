@@ -86,9 +86,13 @@ static void end_dial(wsg_bridge *b)
         if (first->prev == NULL)
             break;
         wsg_list_remove(first);
-        migration *next = wsg_container_of(first, migration, queued);
-        try_dial(next->bridge, now);
-        bridge_arm(next->bridge, migrate_next_due(next->bridge));
+        wsg_bridge *waiter = wsg_container_of(first, migration, queued)->bridge;
+        if (waiter->state == B_ENDING)
+            continue; /* it ended while queued; bridge_free() frees the rest */
+        try_dial(waiter, now);
+        bridge_arm(waiter, migrate_next_due(waiter));
+        if (waiter->mig->dialing)
+            bridge_arm(waiter, dial_deadline(waiter->up));
     }
 }
 
