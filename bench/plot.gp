@@ -40,6 +40,11 @@ ylabels = "'bytes (user space)' 'bytes (user space)' 'µs' 'messages/s' 'ms over
 'ms over direct' 'connections/s'"
 formats = "%.0f %.0f %.2f %.0f %.3f %.3f %.0f"
 
+# One slot per target, the same in every panel, whether or not it has a
+# bar there (direct has no memory figure).
+stats datafile using 0 nooutput
+slots = STATS_records
+
 set multiplot layout 2,4 title "wsgate vs nginx vs HAProxy as WebSocket proxies (loopback)\n".subtitle font ",12"
 do for [i = 1:7] {
     col = i + 1
@@ -50,6 +55,7 @@ do for [i = 1:7] {
         # Bars start at 0; latency differences may go below it.
         stats datafile using col nooutput
         set yrange [(STATS_min < 0 ? STATS_min : 0):*]
+        set xrange [-0.6:slots - 0.4]
         set border 3
         set xtics nomirror scale 0
         set ytics nomirror
