@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from fleet import bearer, post
 from harness import wait_for
 from rawws import OP_CLOSE, OP_TEXT, RawClient, parse_frames
 
@@ -261,3 +262,47 @@ def test_moves_queue_for_dial_slots(make_gateway, raw_backends):
         c.send_frame(OP_TEXT, f"after{i}".encode())
         assert c.recv_message()[1].decode() == f"h:after{i}"
         c.close()
+
+
+def register(g, backend, **extra):
+    r = post(g, "/register", {"id": backend.name, "host": "127.0.0.1", "port": backend.port,
+                              "wsPort": backend.port, **extra}, headers=bearer(g))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.timeout(60)
+def test_a_queued_dial_still_times_out(make_gateway, raw_backends):
+    """A dial started from the queue keeps UPSTREAM_TIMEOUT. One slot: the
+    first session takes the only place on h1, which is slow to answer, and
+    the others queue; of the two backends left, a mute one never answers.
+    The queued session that dials it tries h2 after 0.5 s, rather than
+    holding the slot until the 6 s MIGRATION_TIMEOUT closes everyone behind
+    it with 1013."""
+    a = raw_backends("a")
+    g = make_gateway([a.addr], args=["--threads", "1", "--migration-concurrency", "1",
+                                     "--upstream-timeout", "500ms", "--migration-timeout", "6s",
+                                     "--server-timeout", "60s"])
+    clients = []
+    for i in range(6):
+        c = RawClient(g.ws_port)
+        c.handshake(f"/t?clientId=t{i}")
+        clients.append(c)
+    wait_for(lambda: len(a.conns) == 6, 5, what="6 sessions on a")
+    h1 = raw_backends("h1", delay_101=0.3)
+    register(g, h1, maxConnections=1)
+
+    a.reset_all()
+    wait_for(lambda: h1.upgrading == 1, 5, what="the first dial on h1")
+    mute, h2 = raw_backends("mute", delay_101=30), raw_backends("h2")
+    register(g, mute)
+    register(g, h2)
+    wait_for(lambda: metric(g, "wsgate_migrations_total") == 6, 5, what="6 moves")
+    assert mute.upgrading == 1, "no session tried the mute backend"
+    assert g.wait_log(r"backend unreachable backend=mute .*did not answer in time")
+    assert metric(g, "wsgate_migrations_failed_total") == 0
+    answers = []
+    for i, c in enumerate(clients):
+        c.send_frame(OP_TEXT, f"t{i}".encode())
+        answers.append(c.recv_message()[1].decode().split(":")[0])
+        c.close()
+    assert sorted(answers) == ["h1"] + ["h2"] * 5, answers
