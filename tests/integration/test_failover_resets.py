@@ -42,6 +42,7 @@ class RawBackend:
         self.conns = []
         self.to_reset = set()
         self.received = []      # text messages, in arrival order
+        self.paths = []         # of the upgrade requests, in arrival order
         self.upgrading = 0      # upgrades not answered yet
         self.most_upgrading = 0
         self.listener = socket.socket()
@@ -77,6 +78,8 @@ class RawBackend:
                     return
                 head += chunk
             key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head).group(1)
+            with self.lock:
+                self.paths.append(head.split(b" ", 2)[1].decode())
             accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
             with self.lock:
                 self.upgrading += 1
@@ -306,3 +309,34 @@ def test_a_queued_dial_still_times_out(make_gateway, raw_backends):
         answers.append(c.recv_message()[1].decode().split(":")[0])
         c.close()
     assert sorted(answers) == ["h1"] + ["h2"] * 5, answers
+
+
+@pytest.mark.timeout(60)
+def test_a_session_that_ends_while_queued_is_not_dialled(make_gateway, raw_backends):
+    """Clients that go away while their sessions wait for a dial slot end
+    those sessions: when the slot frees, no backend is dialled for them."""
+    a = raw_backends("a")
+    g = make_gateway([a.addr], args=["--threads", "1", "--migration-concurrency", "1",
+                                     "--server-timeout", "60s"])
+    clients = {}
+    for i in range(4):
+        c = RawClient(g.ws_port)
+        c.handshake(f"/e?clientId=e{i}")
+        clients[f"/e?clientId=e{i}"] = c
+    wait_for(lambda: len(a.conns) == 4, 5, what="4 sessions on a")
+    heir = raw_backends("h", delay_101=0.5)
+    register(g, heir)
+
+    a.reset_all()
+    first = wait_for(lambda: heir.paths, 5, what="the first dial")[0]
+    for path, c in clients.items():
+        if path != first:
+            c.reset()
+    g.wait_log(r"connection closed .*client closed|connection reset", count=3)
+    wait_for(lambda: metric(g, "wsgate_migrations_total") == 1, 5, what="the first move")
+    time.sleep(0.5)
+    assert heir.paths == [first], heir.paths
+    c = clients[first]
+    c.send_frame(OP_TEXT, b"still here")
+    assert c.recv_message()[1].decode() == "h:still here"
+    c.close()
