@@ -9,9 +9,7 @@ Moving sessions wait for one of --migration-concurrency dial slots and get
 one as soon as a dial ends.
 """
 
-import base64
 import glob
-import hashlib
 import re
 import signal
 import socket
@@ -23,9 +21,7 @@ import pytest
 
 from fleet import bearer, post
 from harness import wait_for
-from rawws import OP_CLOSE, OP_TEXT, RawClient, parse_frames
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from rawws import OP_CLOSE, OP_TEXT, RawClient, accept_for, parse_frames
 
 
 class RawBackend:
@@ -80,7 +76,7 @@ class RawBackend:
             key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head).group(1)
             with self.lock:
                 self.paths.append(head.split(b" ", 2)[1].decode())
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            accept = accept_for(key.decode()).encode()
             with self.lock:
                 self.upgrading += 1
                 self.most_upgrading = max(self.most_upgrading, self.upgrading)
