@@ -163,6 +163,16 @@ def all_stopped(pid):
     return tasks and all(open(t).read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
 
 
+def open_many(g, n, name):
+    """n raw clients, on the paths /<name>?clientId=<name><i>."""
+    clients = []
+    for i in range(n):
+        c = RawClient(g.ws_port)
+        c.handshake(f"/{name}?clientId={name}{i}")
+        clients.append(c)
+    return clients
+
+
 def open_on(g, backends, path="/r?clientId=c"):
     """A raw client whose session landed on one of `backends` (the
     gateway balances round-robin): (client, its backend, the other one)."""
@@ -243,11 +253,7 @@ def test_moves_queue_for_dial_slots(make_gateway, raw_backends):
     a, heir = raw_backends("a"), raw_backends("h", delay_101=0.05)
     g = make_gateway([a.addr, heir.addr], args=["--threads", "1", "--migration-concurrency", "2",
                                       "--migration-timeout", "20s"])
-    clients = []
-    for i in range(40):
-        c = RawClient(g.ws_port)
-        c.handshake(f"/q?clientId=q{i}")
-        clients.append(c)
+    clients = open_many(g, 40, "q")
     wait_for(lambda: len(a.conns) == 20 and len(heir.conns) == 20, 10,
              what="20 sessions on each backend")
     heir.most_upgrading = 0
@@ -281,11 +287,7 @@ def test_a_queued_dial_still_times_out(make_gateway, raw_backends):
     g = make_gateway([a.addr], args=["--threads", "1", "--migration-concurrency", "1",
                                      "--upstream-timeout", "500ms", "--migration-timeout", "6s",
                                      "--server-timeout", "60s"])
-    clients = []
-    for i in range(6):
-        c = RawClient(g.ws_port)
-        c.handshake(f"/t?clientId=t{i}")
-        clients.append(c)
+    clients = open_many(g, 6, "t")
     wait_for(lambda: len(a.conns) == 6, 5, what="6 sessions on a")
     h1 = raw_backends("h1", delay_101=0.3)
     register(g, h1, maxConnections=1)
@@ -314,11 +316,7 @@ def test_a_session_that_ends_while_queued_is_not_dialled(make_gateway, raw_backe
     a = raw_backends("a")
     g = make_gateway([a.addr], args=["--threads", "1", "--migration-concurrency", "1",
                                      "--server-timeout", "60s"])
-    clients = {}
-    for i in range(4):
-        c = RawClient(g.ws_port)
-        c.handshake(f"/e?clientId=e{i}")
-        clients[f"/e?clientId=e{i}"] = c
+    clients = {f"/e?clientId=e{i}": c for i, c in enumerate(open_many(g, 4, "e"))}
     wait_for(lambda: len(a.conns) == 4, 5, what="4 sessions on a")
     heir = raw_backends("h", delay_101=0.5)
     register(g, heir)
