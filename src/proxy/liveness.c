@@ -74,8 +74,6 @@ static uint64_t next_check(const wsg_bridge *b, uint64_t now)
         due = earliest(due, around(now, b->end_at));
     if (b->mig)
         due = earliest(due, migrate_next_due(b));
-    if (u && u->state != U_OPEN && dial_deadline(u))
-        due = earliest(due, dial_deadline(u));
     return due;
 }
 

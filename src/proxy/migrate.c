@@ -70,11 +70,13 @@ void migrate_abandon_retiring(wsg_bridge *b)
 
 static void try_dial(wsg_bridge *b, uint64_t now);
 
-/* A dial of `b` ended: its slot goes to the sessions queued for one, in
- * the order they asked. */
+/* A dial of `b`, if one was under way, ended: its slot goes to the
+ * sessions queued for one, in the order they asked. */
 static void end_dial(wsg_bridge *b)
 {
     wsg_proxy *px = b->proxy;
+    if (!b->mig->dialing)
+        return;
     b->mig->dialing = false;
     px->dials_in_flight--;
     uint64_t now = bridge_now(b);
@@ -91,8 +93,6 @@ static void end_dial(wsg_bridge *b)
             continue; /* it ended while queued; bridge_free() frees the rest */
         try_dial(waiter, now);
         bridge_arm(waiter, migrate_next_due(waiter));
-        if (waiter->mig->dialing)
-            bridge_arm(waiter, dial_deadline(waiter->up));
     }
 }
 
@@ -104,8 +104,7 @@ void migrate_free(wsg_bridge *b)
     migrate_abandon_retiring(b);
     if (wsg_list_linked(&m->queued))
         wsg_list_remove(&m->queued);
-    if (m->dialing)
-        end_dial(b);
+    end_dial(b);
     b->proxy->moving--;
     wsg_buf_free(&m->hold);
     wsg_buf_free(&m->early);
@@ -242,6 +241,8 @@ uint64_t migrate_next_due(const wsg_bridge *b)
     uint64_t due = m->deadline;
     if (!m->dialing && !m->ready && m->not_before < due)
         due = m->not_before;
+    if (m->dialing && b->up && dial_deadline(b->up) && dial_deadline(b->up) < due)
+        due = dial_deadline(b->up);
     if (m->retiring && m->retire_deadline < due)
         due = m->retire_deadline;
     return due;
@@ -255,8 +256,7 @@ void migrate_dial_failed(wsg_bridge *b, const char *why)
     if (u && u->backend)
         proxy_backend_failed(b, u->backend, "backend unreachable", why);
     bridge_release_upstream(b);
-    if (m->dialing)
-        end_dial(b);
+    end_dial(b);
     m->ready = false;
     /* The next backend at once, but a session that keeps failing (every
      * backend left is suspect: tried as a last resort) backs off, doubling
@@ -309,8 +309,7 @@ static void complete(wsg_bridge *b)
 void migrate_switched(wsg_bridge *b, const uint8_t *early, size_t n)
 {
     migration *m = b->mig;
-    if (m->dialing)
-        end_dial(b);
+    end_dial(b);
     if (n && wsg_buf_append(&m->early, early, n) < 0) {
         migrate_dial_failed(b, "out of memory");
         return;
